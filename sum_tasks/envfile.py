@@ -1,0 +1,83 @@
+"""The site's ``.env``: parsed, merged with what the config says, and written so a shell and systemd can both read it."""
+
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+from .config import Site
+from .credentials import new_secret
+
+LINE_RE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
+SAFE_VALUE_RE = re.compile(r"^[A-Za-z0-9_./:@,+=%-]*$")
+GENERATED = ("DJANGO_SECRET_KEY", "DJANGO_DB_PASSWORD")
+HEADER = "# Managed by sum_tasks: keys from fabric.yaml are kept in sync; secrets and keys you add are kept.\n"
+
+
+def parse(text: str) -> dict[str, str]:
+    """KEY=value pairs of an env file; quotes around a value are removed."""
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        match = LINE_RE.match(line)
+        if not match:
+            continue
+        key, value = match.groups()
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+def format_value(value: str) -> str:
+    if SAFE_VALUE_RE.match(value):
+        return value
+    if "'" in value or "\n" in value:
+        raise ValueError("values with a single quote or a newline cannot go in .env")
+    return f"'{value}'"
+
+
+def synced(site: Site) -> dict[str, str]:
+    """Keys whose values follow fabric.yaml."""
+    return {
+        "DJANGO_SETTINGS_MODULE": f"{site.project_module}.settings.production",
+        "ALLOWED_HOSTS": ",".join(site.domains),
+        "DJANGO_DB_NAME": site.db_name,
+        "DJANGO_DB_USER": site.db_name,
+        "DJANGO_DB_HOST": "127.0.0.1",
+        "DJANGO_DB_PORT": "5432",
+        "DJANGO_STATIC_ROOT": f"{site.root}/static",
+        "DJANGO_MEDIA_ROOT": f"{site.root}/media",
+        "SITE_DOMAIN": site.primary_domain,
+        "WAGTAILADMIN_BASE_URL": f"{'http' if site.tls == 'off' else 'https'}://{site.primary_domain}",
+    }
+
+
+DEFAULTS = {
+    "REDIS_URL": "redis://localhost:6379/0",
+    "CELERY_BROKER_URL": "redis://localhost:6379/0",
+    "CELERY_RESULT_BACKEND": "redis://localhost:6379/0",
+}
+
+
+def merge(existing: str, site: Site, secret: Callable[[], str] = new_secret) -> str:
+    """The .env the site should have, given the one it has.
+
+    Keys from fabric.yaml take the config's value; generated secrets are created once and then
+    kept; defaults fill missing keys only; every other line the operator wrote stays as it is.
+    """
+    current = parse(existing)
+    wanted = dict(synced(site))
+    for key in GENERATED:
+        wanted[key] = current.get(key) or secret()
+    for key, value in DEFAULTS.items():
+        wanted[key] = current.get(key) or value
+    lines = [HEADER]
+    lines += [f"{key}={format_value(value)}\n" for key, value in wanted.items()]
+    others = [line for line in existing.splitlines() if line.strip() and not line.startswith(HEADER.strip())]
+    for line in others:
+        match = LINE_RE.match(line)
+        if match and match.group(1) in wanted:
+            continue
+        lines.append(line + "\n")
+    return "".join(lines)

@@ -1,0 +1,84 @@
+"""Running commands on a host: as root, as another user, with uploaded files; and choosing the hosts."""
+
+from __future__ import annotations
+
+import io
+import shlex
+import socket
+from typing import Iterator
+
+from fabric import Connection
+from invoke import Context
+from invoke.exceptions import Exit
+from invoke.runners import Result
+
+from .config import Site, load_site
+
+q = shlex.quote
+LOCAL_NAMES = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
+
+
+def host_label(c: Connection) -> str:
+    return f"{c.user}@{c.host}"
+
+
+def run(c: Connection, script: str, *, root: bool = False, user: str | None = None, warn: bool = False, timeout: float | None = None) -> Result:
+    """Run a shell script on `c`, as root (`root=True`) or as `user` (from root), output hidden.
+
+    The script is always passed as one quoted argument to ``sh -c``, so ``cd``, pipes and
+    redirections behave the same whichever user runs it.
+    """
+    command = f"sh -c {q(script)}"
+    if user:
+        command = f"runuser -u {q(user)} -- {command}"
+        root = True
+    if root and c.user != "root":
+        return c.sudo(command, hide=True, warn=warn, timeout=timeout)
+    return c.run(command, hide=True, warn=warn, timeout=timeout)
+
+
+def upload(c: Connection, files: dict[str, bytes]) -> str:
+    """Put `files` into a fresh 0700 directory on the host; returns its path (remove it with `cleanup`)."""
+    tmp = c.run("mktemp -d /tmp/sum-tasks.XXXXXXXX", hide=True).stdout.strip()
+    for name, content in files.items():
+        c.put(io.BytesIO(content), f"{tmp}/{name}")
+    return tmp
+
+
+def cleanup(c: Connection, path: str) -> None:
+    c.run(f"rm -rf {q(path)}", hide=True, warn=True)
+
+
+def is_local(host: str) -> bool:
+    """True when `host` names the machine running fab."""
+    host = host.strip("[]")
+    if host in LOCAL_NAMES or host.startswith("127."):
+        return True
+    try:
+        return host in (socket.gethostname(), socket.getfqdn())
+    except OSError:
+        return False
+
+
+def targets(c: Context, role: str = "deploy", destructive: bool = False) -> Iterator[tuple[Connection, Site]]:
+    """The connections a task acts on, after validating the config.
+
+    With ``-H`` fab hands the task a Connection, used as given. Without it the task gets a
+    local Context: the hosts then come from ``sum.hosts``, connecting as ``sum.admin_user``
+    (role ``admin``) or ``sum.deploy_user`` unless a host names its user. A task never runs
+    on the local machine: with no host at all it stops before doing anything.
+    """
+    site = load_site(c.config.get("sum", {}))
+    if isinstance(c, Connection):
+        connections = [c]
+    else:
+        if not site.hosts:
+            raise Exit("no target host: pass -H user@host or set sum.hosts in fabric.yaml (nothing runs on this machine)", code=2)
+        user = site.admin_user if role == "admin" else site.deploy_user
+        connections = [Connection(h, user=None if "@" in h else user, config=c.config) for h in site.hosts]
+    if destructive:
+        for conn in connections:
+            if is_local(conn.host):
+                raise Exit(f"refusing a destructive task against this machine ({conn.host}): name the server with -H or sum.hosts", code=2)
+    for conn in connections:
+        yield conn, site

@@ -1,0 +1,90 @@
+"""Every rule of the `sum` config, with the values that must be refused."""
+
+import pytest
+from invoke.exceptions import Exit
+
+from sum_tasks.config import DEFAULTS, ConfigError, load_site
+
+GOOD = {"site_slug": "acme", "domains": ["acme.example"], "project_module": "acme"}
+
+
+def refused(**changes):
+    with pytest.raises(ConfigError) as err:
+        load_site({**GOOD, **changes})
+    message = str(err.value.message)
+    assert "\n" not in message
+    return message
+
+
+def test_defaults_fill_everything_else():
+    site = load_site(GOOD)
+    assert site.deploy_user == "deploy" and site.admin_user == "root"
+    assert site.tls == "auto" and site.celery is False and site.celery_app == "acme"
+    assert site.python == "python3" and site.keep_releases == 5
+    assert site.root == "/srv/sum/acme" and site.primary_domain == "acme.example"
+    assert site.backups.keep == 14 and site.backups.format == "gzip"
+
+
+def test_config_error_is_an_exit_with_nonzero_code():
+    with pytest.raises(Exit) as err:
+        load_site({**GOOD, "site_slug": "Bad"})
+    assert err.value.code != 0
+
+
+@pytest.mark.parametrize("slug", ["../etc", "a b", "a;rm -rf /", "Acme", "-acme", "", "a" * 64, "acme/x", "acme_x", "$(id)", "acme\n"])
+def test_bad_slugs(slug):
+    assert "sum.site_slug" in refused(site_slug=slug)
+
+
+@pytest.mark.parametrize("slug", ["a", "acme-kitchens", "0day", "a" * 63])
+def test_good_slugs(slug):
+    assert load_site({**GOOD, "site_slug": slug}).site_slug == slug
+
+
+@pytest.mark.parametrize("domain", ["localhost", "Acme.example", "acme..example", "-acme.example", "acme.example.", "acme example.com",
+                                    "acme.example;id", "1.2.3.4", "a" * 64 + ".example", "*.acme.example", "acme.example/x"])
+def test_bad_domains(domain):
+    assert "sum.domains" in refused(domains=[domain])
+
+
+def test_domains_required_unique_and_listed():
+    assert "at least one" in refused(domains=[])
+    assert "repeat" in refused(domains=["a.example", "a.example"])
+    assert load_site({**GOOD, "domains": "a.example, www.a.example"}).domains == ("a.example", "www.a.example")
+
+
+def test_unknown_keys_get_did_you_mean():
+    assert "did you mean 'site_slug'" in refused(site_slg="x")
+    assert "did you mean 'backups.keep'" in refused(backups={"kep": 3})
+    assert "unknown setting" in refused(zzz=1)
+
+
+@pytest.mark.parametrize("key,value", [
+    ("project_module", "acme-site"), ("project_module", "class"), ("project_module", "a.b"), ("project_module", ""),
+    ("deploy_user", "Deploy"), ("deploy_user", "de ploy"), ("admin_user", "root;id"),
+    ("hosts", ["vps; rm -rf /"]), ("hosts", ["-oProxyCommand=x"]),
+    ("python", "python3; id"), ("python", "perl"),
+    ("celery", "maybe"), ("tls", "on"), ("caddy_source", "ppa"),
+    ("authorized_keys", ["not a key"]), ("authorized_keys", ["ssh-ed25519 AAAA\ncommand=x"]),
+    ("repo_url", "-uhttps://x"), ("repo_url", "git repo"),
+    ("keep_releases", 1), ("keep_releases", "five"), ("gunicorn_workers", 0), ("health_timeout", True),
+    ("celery_app", "a-b"), ("tls_email", "me"), ("backups", {"format": "rar"}), ("backups", {"keep": 0}),
+    ("backups", {"schedule": "daily; id"}),
+])
+def test_bad_values_name_their_key(key, value):
+    assert f"sum.{key.split('.')[0]}" in refused(**{key: value})
+
+
+def test_required_keys():
+    for key in ("site_slug", "project_module"):
+        assert "is required" in refused(**{key: ""})
+
+
+def test_strings_from_env_vars_are_cast():
+    site = load_site({**GOOD, "celery": "true", "keep_releases": "7", "hosts": "a.example,deploy@b.example:2222"})
+    assert site.celery is True and site.keep_releases == 7
+    assert site.hosts == ("a.example", "deploy@b.example:2222")
+
+
+def test_every_default_is_typed():
+    assert all(value is not None for value in DEFAULTS.values())

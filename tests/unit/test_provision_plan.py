@@ -1,0 +1,128 @@
+"""The provision plan computed from config and facts, with no host involved."""
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from sum_tasks.config import load_site
+from sum_tasks.provision import (
+    CADDY_IMPORT, Facts, OsRelease, caddy_from_official_repo, caddyfile_with_import, db_sql, host_plan,
+    loopback_only, package_plan, parse_os_release, sudo_commands, ufw_converged,
+)
+
+FACTS = Facts(user="root", env_text="", caddyfile=":80 {\n\troot * /usr/share/caddy\n\tfile_server\n}\n", ssh_ports=(22,))
+
+
+def by_name(ops):
+    return {op.name: op for op in ops}
+
+
+def test_os_release_and_caddy_source(site):
+    bookworm = parse_os_release('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\nVERSION_CODENAME=bookworm\n')
+    assert bookworm == OsRelease("debian", "12", "bookworm")
+    jammy = OsRelease("ubuntu", "22.04", "jammy")
+    assert not caddy_from_official_repo(site, bookworm)
+    assert caddy_from_official_repo(site, jammy)
+    assert not caddy_from_official_repo(site, OsRelease("ubuntu", "24.04", "noble"))
+    assert [op.name for op in package_plan(site, jammy)] == ["caddy apt repository", "packages"]
+    assert [op.name for op in package_plan(site, bookworm)] == ["packages"]
+
+
+def test_sudoers_names_exact_units_and_no_wildcards(site):
+    commands = sudo_commands(site)
+    assert "/usr/bin/systemctl restart sum-acme-kitchens-gunicorn@blue.service" in commands
+    assert not any("*" in c or "caddy" in c or "daemon-reload" in c for c in commands)
+    assert all(re.fullmatch(r"/(usr/)?bin/systemctl (start|stop|restart|reset-failed) sum-acme-kitchens-[a-z@-]+\.service", c) for c in commands)
+
+
+def test_sudoers_file_passes_visudo(site, tmp_path):
+    if not shutil.which("visudo"):
+        pytest.fail("visudo is needed (apt-get install sudo)")
+    op = by_name(host_plan(site, FACTS))["sudoers rule"]
+    path = tmp_path / "sudoers"
+    path.write_bytes(op.uploads["content"])
+    subprocess.run(["visudo", "-cqf", str(path)], check=True)
+    assert "deploy ALL=(root) NOPASSWD: SUM_ACME_KITCHENS" in path.read_text()
+
+
+def test_caddyfile_import_is_inserted_once():
+    assert caddyfile_with_import("").startswith(CADDY_IMPORT)
+    with_global = "{\n\temail a@b.example\n}\n\n:80 {\n}\n"
+    out = caddyfile_with_import(with_global)
+    assert out.index(CADDY_IMPORT) > out.index("email") and out.index(CADDY_IMPORT) < out.index(":80")
+    assert caddyfile_with_import(out) == out
+
+
+UFW_OK = """Status: active
+Logging: on (low)
+Default: deny (incoming), allow (outgoing), deny (routed)
+New profiles: skip
+
+To                         Action      From
+--                         ------      ----
+22/tcp                     ALLOW IN    Anywhere
+80/tcp                     ALLOW IN    Anywhere
+443/tcp                    ALLOW IN    Anywhere
+22/tcp (v6)                ALLOW IN    Anywhere (v6)
+80/tcp (v6)                ALLOW IN    Anywhere (v6)
+443/tcp (v6)               ALLOW IN    Anywhere (v6)
+"""
+
+
+def test_ufw_status_judged_exactly():
+    assert ufw_converged(UFW_OK, (22, 80, 443))
+    assert not ufw_converged(UFW_OK.replace("active", "inactive"), (22, 80, 443))
+    assert not ufw_converged(UFW_OK + "6379/tcp                   ALLOW IN    Anywhere\n", (22, 80, 443))
+    assert not ufw_converged(UFW_OK.replace("deny (incoming)", "allow (incoming)"), (22, 80, 443))
+    assert not ufw_converged(UFW_OK, (2222, 80, 443))
+
+
+def test_redis_listening_addresses():
+    assert loopback_only("LISTEN 0 511 127.0.0.1:6379 0.0.0.0:*\nLISTEN 0 511 [::1]:6379 [::]:*\n")
+    assert not loopback_only("LISTEN 0 511 0.0.0.0:6379 0.0.0.0:*\n")
+    assert not loopback_only("LISTEN 0 511 *:6379 *:*\n")
+    assert not loopback_only("")
+
+
+def test_db_sql_has_no_clear_password_and_owner(site):
+    sql = db_sql(site, "s3cretPassw0rdXYZ")
+    assert "s3cretPassw0rdXYZ" not in sql and "SCRAM-SHA-256$4096:" in sql
+    assert 'OWNER TO "acme_kitchens"' in sql and "ON_ERROR_STOP" in sql
+
+
+def test_plan_has_every_step_in_order(site):
+    names = [op.name for op in host_plan(site, FACTS)]
+    expected = ["services enabled and running", "deploy user deploy", "deploy not in sudo group", "sudoers rule", "firewall (ufw)",
+                "redis bound to loopback", "redis answers on loopback only", "site directories", ".env",
+                "postgresql role and database", "gunicorn unit", "socket directory", "no celery unit", "units enabled",
+                "caddy in the sockets' group", "caddy sites-enabled", "caddy imports sites-enabled", "caddy site"]
+    assert [n for n in names if n in expected] == expected
+
+
+def test_optional_steps_follow_config(site_config):
+    site = load_site({**site_config, "celery": True, "ssh_hardening": True, "deploy_user_sudo": True,
+                      "authorized_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBm op@laptop"]})
+    ops = by_name(host_plan(site, FACTS))
+    assert {"celery unit", "ssh hardening", "ssh key present for root", "deploy authorized keys", "deploy in sudo group"} <= set(ops)
+    assert b"PermitRootLogin prohibit-password" in ops["ssh hardening"].uploads["content"]
+    assert "sshd -t" in ops["ssh hardening"].apply
+    non_root = by_name(host_plan(site, Facts(user="admin")))
+    assert b"PermitRootLogin no" in non_root["ssh hardening"].uploads["content"]
+
+
+def test_env_op_is_private_and_db_password_only_in_uploads(site):
+    ops = host_plan(site, FACTS, secret=lambda: "generatedSecretValue123")
+    env = by_name(ops)[".env"]
+    assert "600 deploy deploy" in env.check
+    for op in ops:
+        assert "generatedSecretValue123" not in op.check + op.apply
+    assert b"generatedSecretValue123" in env.uploads["content"]
+
+
+def test_plan_is_the_same_for_the_same_facts(site):
+    env = by_name(host_plan(site, FACTS))[".env"].uploads["content"].decode()
+    facts = Facts(user="root", env_text=env, caddyfile=FACTS.caddyfile)
+    again = by_name(host_plan(site, facts))[".env"].uploads["content"].decode()
+    assert again == env

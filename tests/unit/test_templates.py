@@ -1,0 +1,66 @@
+"""Every template renders with strict undefined checks; unit files pass systemd-analyze; clients can override one."""
+
+import shutil
+import subprocess
+
+import jinja2
+import pytest
+
+from sum_tasks import templating
+from sum_tasks.config import load_site
+from sum_tasks.provision import host_plan, Facts
+
+NAMES = sorted(p.name for p in templating.library_templates().glob("*.j2"))
+
+
+def test_every_template_is_used_by_a_plan(site_config):
+    site = load_site({**site_config, "celery": True, "ssh_hardening": True})
+    rendered = {op.name for op in host_plan(site, Facts(user="root"))}
+    assert {"gunicorn unit", "celery unit", "socket directory", "caddy site", "sudoers rule", "ssh hardening"} <= rendered
+    assert set(NAMES) >= {"gunicorn@.service.j2", "celery.service.j2", "tmpfiles.conf.j2", "site.caddy.j2", "sudoers.j2", "sshd-hardening.conf.j2"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_undefined_variables_are_errors(name):
+    with pytest.raises(jinja2.UndefinedError):
+        templating.render(name, {})
+
+
+@pytest.mark.parametrize("tls", ["auto", "internal", "off"])
+def test_caddy_site_per_tls_mode(site_config, tls):
+    site = load_site({**site_config, "tls": tls, "tls_email": "ops@acme.example"})
+    text = templating.render("site.caddy.j2", {"site": site})
+    first = text.splitlines()[1]
+    if tls == "off":
+        assert first.startswith("http://acme.example, http://www.acme.example {") and "Strict-Transport" not in text
+    else:
+        assert first.startswith("acme.example, www.acme.example {") and "Strict-Transport-Security" in text
+    assert ("tls internal" in text) == (tls == "internal")
+    assert ("tls ops@acme.example" in text) == (tls == "auto")
+    assert "unix//run/sum/acme-kitchens/blue.sock unix//run/sum/acme-kitchens/green.sock" in text
+    assert "health_uri /health/" in text and "root * /srv/sum/acme-kitchens/static" in text
+
+
+def test_client_template_overrides_one_file(tmp_path, site):
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "sshd-hardening.conf.j2").write_text("# client {{ permit_root_login }}\n")
+    assert templating.render("sshd-hardening.conf.j2", {"permit_root_login": "no"}, str(tmp_path)) == "# client no\n"
+    assert "gunicorn" in templating.render("gunicorn@.service.j2", {"site": site}, str(tmp_path))
+
+
+@pytest.mark.parametrize("celery", [False, True])
+def test_units_pass_systemd_analyze_verify(tmp_path, site_config, celery):
+    if not shutil.which("systemd-analyze"):
+        pytest.fail("systemd-analyze is needed (apt-get install systemd)")
+    site = load_site({**site_config, "celery": celery})
+    units = {"sum-acme-kitchens-gunicorn@.service": "gunicorn@.service.j2"}
+    if celery:
+        units["sum-acme-kitchens-celery.service"] = "celery.service.j2"
+    for unit, template in units.items():
+        (tmp_path / unit).write_text(templating.render(template, {"site": site}))
+    target = "sum-acme-kitchens-celery.service" if celery else "sum-acme-kitchens-gunicorn@blue.service"
+    (tmp_path / target.replace("@blue", "@")).exists()
+    result = subprocess.run(["systemd-analyze", "verify", "--man=no", str(tmp_path / target)], capture_output=True, text=True)
+    problems = [line for line in result.stderr.splitlines() if "acme-kitchens" in line and "is not executable" not in line
+                and "No such file" not in line]
+    assert not problems, result.stderr
