@@ -17,10 +17,12 @@ __all__ = ["namespace", "ns"]
 
 def namespace() -> Collection:
     """A fresh root collection with every library task and the ``sum`` defaults."""
-    from . import provision
+    from . import provision, release
 
     ns = Collection()
     ns.add_task(provision.provision)
+    for t in (release.release, release.rollback, release.releases, release.unlock):
+        ns.add_task(t)
     ns.configure({"sum": DEFAULTS, "run": {"in_stream": False}})
     return ns
 

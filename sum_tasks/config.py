@@ -5,8 +5,9 @@ from __future__ import annotations
 import difflib
 import keyword
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from invoke.exceptions import Exit
 
@@ -117,7 +118,7 @@ class Site:
 def plain(data: Any) -> Any:
     """Invoke's DataProxy trees as plain dicts and lists."""
     if hasattr(data, "keys") and not isinstance(data, (str, bytes)):
-        return {k: plain(data[k]) for k in data.keys()}
+        return {k: plain(data[k]) for k in data.keys()}  # noqa: SIM118 (DataProxy has keys(), no iteration)
     if isinstance(data, (list, tuple)):
         return [plain(v) for v in data]
     return data

@@ -6,8 +6,8 @@ Plans are lists of `Op` computed by pure functions from config and facts; `conve
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 from fabric import Connection
 
@@ -58,11 +58,11 @@ def converge(c: Connection, ops: Iterable[Op], report: Report, check_only: bool 
         with report.step(op.name) as step:
             if is_converged(c, op):
                 continue
+            if check_only:
+                step.would_change("checked again once the changes above are made" if op.verify_only else "")
+                continue
             if op.verify_only:
                 raise StepError("check failed", op.hint)
-            if check_only:
-                step.would_change()
-                continue
             apply(c, op)
             if not is_converged(c, op):
                 raise StepError("applied, but the host still does not match", op.hint)

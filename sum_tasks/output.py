@@ -5,9 +5,10 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, TextIO
+from typing import TextIO
 
 from invoke.exceptions import Exit
 
@@ -102,7 +103,7 @@ class Report:
             step.status = "FAILED"
             self._line(step, started)
             raise
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 (any error becomes a failure naming host and step)
             step.status = "FAILED"
             self._line(step, started)
             raise StepFailed(self.host, name, f"{type(err).__name__}: {err}") from None

@@ -23,7 +23,7 @@ from .templating import render
 BASE_PACKAGES = (
     "ca-certificates", "curl", "git", "sudo", "iproute2",
     "python3", "python3-venv", "python3-pip", "python3-dev", "build-essential", "libpq-dev",
-    "postgresql", "postgresql-contrib", "postgresql-client", "redis-server", "ufw", "caddy",
+    "postgresql", "postgresql-client", "redis-server", "ufw", "caddy",
     "gzip", "pigz", "zstd",
 )
 COLOURS = ("blue", "green")
@@ -63,7 +63,7 @@ class Facts:
 
 
 def parse_os_release(text: str) -> OsRelease:
-    values = dict(re.findall(r'^([A-Z_]+)="?([^"\n]*)"?$', text, re.M))
+    values = dict(re.findall(r'^([A-Z_]+)="?([^"\n]*)"?$', text, re.MULTILINE))
     return OsRelease(values.get("ID", ""), values.get("VERSION_ID", ""), values.get("VERSION_CODENAME", ""))
 
 
@@ -179,6 +179,11 @@ def host_plan(site: Site, facts: Facts, project_dir: str = "", secret=new_secret
             f"{user} {'in' if site.deploy_user_sudo else 'not in'} sudo group",
             f"{'' if site.deploy_user_sudo else '! '}id -nG {q(user)} | tr ' ' '\\n' | grep -qx sudo",
             f"usermod -aG sudo {q(user)}" if site.deploy_user_sudo else f"gpasswd -d {q(user)} sudo",
+        ),
+        Op(
+            f"{user} reads the journal",
+            f"id -nG {q(user)} | tr ' ' '\\n' | grep -qx systemd-journal",
+            f"usermod -aG systemd-journal {q(user)}",
         ),
     ]
     if site.authorized_keys:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import shlex
 import socket
-from typing import Iterator
+from collections.abc import Iterator
 
 from fabric import Connection
 from invoke import Context
@@ -19,7 +19,8 @@ LOCAL_NAMES = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
 
 
 def host_label(c: Connection) -> str:
-    return f"{c.user}@{c.host}"
+    """user@host as the operator named the host (an ssh config alias stays an alias)."""
+    return f"{c.user}@{getattr(c, 'original_host', None) or c.host}"
 
 
 def run(c: Connection, script: str, *, root: bool = False, user: str | None = None, warn: bool = False, timeout: float | None = None) -> Result:

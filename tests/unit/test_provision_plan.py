@@ -8,8 +8,18 @@ import pytest
 
 from sum_tasks.config import load_site
 from sum_tasks.provision import (
-    CADDY_IMPORT, Facts, OsRelease, caddy_from_official_repo, caddyfile_with_import, db_sql, host_plan,
-    loopback_only, package_plan, parse_os_release, sudo_commands, ufw_converged,
+    CADDY_IMPORT,
+    Facts,
+    OsRelease,
+    caddy_from_official_repo,
+    caddyfile_with_import,
+    db_sql,
+    host_plan,
+    loopback_only,
+    package_plan,
+    parse_os_release,
+    sudo_commands,
+    ufw_converged,
 )
 
 FACTS = Facts(user="root", env_text="", caddyfile=":80 {\n\troot * /usr/share/caddy\n\tfile_server\n}\n", ssh_ports=(22,))

@@ -8,7 +8,7 @@ import pytest
 
 from sum_tasks import templating
 from sum_tasks.config import load_site
-from sum_tasks.provision import host_plan, Facts
+from sum_tasks.provision import Facts, host_plan
 
 NAMES = sorted(p.name for p in templating.library_templates().glob("*.j2"))
 
@@ -59,8 +59,7 @@ def test_units_pass_systemd_analyze_verify(tmp_path, site_config, celery):
     for unit, template in units.items():
         (tmp_path / unit).write_text(templating.render(template, {"site": site}))
     target = "sum-acme-kitchens-celery.service" if celery else "sum-acme-kitchens-gunicorn@blue.service"
-    (tmp_path / target.replace("@blue", "@")).exists()
-    result = subprocess.run(["systemd-analyze", "verify", "--man=no", str(tmp_path / target)], capture_output=True, text=True)
+    result = subprocess.run(["systemd-analyze", "verify", "--man=no", str(tmp_path / target)], capture_output=True, text=True, check=False)
     problems = [line for line in result.stderr.splitlines() if "acme-kitchens" in line and "is not executable" not in line
                 and "No such file" not in line]
     assert not problems, result.stderr

@@ -1,0 +1,95 @@
+"""One lock per site, held by a live SSH session: it dies with the process that took it.
+
+`flock` on the host holds the lock for as long as the session's stdin stays open. Ctrl-C,
+``kill -9`` or a dropped connection closes the session, so the lock frees itself; the info
+file says who holds it and since when, and `unlock` ends a holder that is stuck.
+"""
+
+from __future__ import annotations
+
+import getpass
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+
+from fabric import Connection
+from invoke.exceptions import Exit
+
+from .config import Site
+from .remote import q, run
+
+BUSY = 75
+
+
+def lock_paths(site: Site) -> tuple[str, str]:
+    return f"{site.root}/.lock", f"{site.root}/.lock.info"
+
+
+def holder_text(action: str) -> str:
+    since = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    return f"{action} by {getpass.getuser()}@{socket.gethostname()} since {since}"
+
+
+@contextmanager
+def site_lock(c: Connection, site: Site, action: str, timeout: float = 20.0) -> Iterator[None]:
+    """Hold the site's lock while the block runs, or refuse, naming who holds it."""
+    lock, info = lock_paths(site)
+    holder = holder_text(action)
+    script = (
+        f"exec flock -n -E {BUSY} {q(lock)} sh -c "
+        + q(f'printf "%s (pid %s)\\n" "$1" "$$" > {q(info)}.tmp && mv {q(info)}.tmp {q(info)} && echo LOCKED && exec cat >/dev/null')
+        + f" sh {q(holder)}"
+    )
+    c.open()
+    channel = c.client.get_transport().open_session()
+    channel.exec_command(script)
+    output = b""
+    deadline = time.monotonic() + timeout
+    while b"LOCKED\n" not in output:
+        if channel.exit_status_ready() and not channel.recv_ready():
+            status = channel.recv_exit_status()
+            channel.close()
+            if status == BUSY:
+                held = run(c, f"cat {q(info)} 2>/dev/null", warn=True).stdout.strip() or "another task"
+                raise Exit(
+                    f"site {site.site_slug} on {c.host} is locked: {held}. "
+                    "Wait for it to finish; if it is stuck, `fab unlock` ends it.",
+                    code=3,
+                )
+            raise Exit(f"could not take the lock for {site.site_slug} on {c.host} (exit status {status}): is {site.root} provisioned?", code=3)
+        if time.monotonic() > deadline:
+            channel.close()
+            raise Exit(f"timed out taking the lock for {site.site_slug} on {c.host}", code=3)
+        if channel.recv_ready():
+            output += channel.recv(4096)
+        else:
+            time.sleep(0.01)
+    try:
+        yield
+    finally:
+        run(c, f"rm -f {q(info)}", warn=True)
+        channel.shutdown_write()
+        channel.close()
+
+
+def read_holder(c: Connection, site: Site) -> str:
+    """Who holds the lock now, or an empty string."""
+    lock, info = lock_paths(site)
+    script = f"[ -e {q(lock)} ] && ! flock -n {q(lock)} true && cat {q(info)} 2>/dev/null"
+    return run(c, script, warn=True).stdout.strip()
+
+
+def unlock(c: Connection, site: Site) -> str:
+    """End the process holding the site's lock; returns what it was doing, or an empty string."""
+    held = read_holder(c, site)
+    if not held or "(pid " not in held:
+        return ""
+    pid = held.rsplit("(pid ", 1)[1].rstrip(")")
+    if not pid.isdigit():
+        return ""
+    lock, _ = lock_paths(site)
+    run(c, f"kill {pid} 2>/dev/null; for i in $(seq 50); do flock -n {q(lock)} true && exit 0; sleep 0.1; done; exit 1", warn=True)
+    return held
+

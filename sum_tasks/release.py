@@ -1,0 +1,657 @@
+"""release and rollback: build beside the live release, start it on the idle colour, switch once healthy.
+
+Layout under ``/srv/sum/<slug>/``::
+
+    releases/<id>/          one commit's files, .venv -> ../../venvs/<requirements hash>, .release.env
+    venvs/<hash>/           one venv per distinct requirements.txt, shared by the releases that match it
+    colours/blue, green     which release each gunicorn colour runs; only the live one between releases
+    current                 the live release: switching it is one rename
+    releases.jsonl          one record per release attempt
+
+Caddy proxies to both colours' sockets and serves from the first healthy one, so the old
+colour serves until the new one answers ``/health/``; stopping the old one moves the traffic.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import io
+import json
+import re
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from fabric import Connection
+from invoke import Context, task
+from invoke.exceptions import Exit
+
+from .config import Site
+from .health import colour_socket, probe, wait_healthy
+from .lock import site_lock
+from .lock import unlock as unlock_site
+from .output import Report, StepError
+from .provision import COLOURS, project_dir
+from .remote import host_label, q, targets
+
+REF_RE = re.compile(r"^(?!-)(?!.*\.\.)(?!.*@\{)(?!.*//)[A-Za-z0-9._/@+-]{1,200}(?<![./])(?<!\.lock)$")
+GIT_REQ_RE = re.compile(r"git\+\S+?(?:@(?P<ref>[^#\s@/]+))?(?:#\S*)?$")
+PINNED_REF_RE = re.compile(r"^(?:v?\d+(?:\.\d+)*(?:[-.+][A-Za-z0-9.]+)?|[0-9a-f]{7,40})$")
+SOURCES = ("auto", "server", "local")
+PENDING = 10
+
+MANAGE_SCRIPT = """\
+import sys
+import django
+django.setup()
+from django.core.management import call_command
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+from django.db.migrations.loader import MigrationLoader
+
+mode = sys.argv[1]
+if mode == "ahead":
+    loader = MigrationLoader(connection)
+    for app, name in sorted(set(loader.applied_migrations) - set(loader.disk_migrations)):
+        print("AHEAD", app, name)
+    sys.exit(0)
+executor = MigrationExecutor(connection)
+plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+for migration, _ in plan:
+    print("PENDING", migration.app_label, migration.name)
+if plan and mode == "check":
+    sys.exit(PENDING_EXIT)
+if plan:
+    call_command("migrate", interactive=False, verbosity=1)
+call_command("collectstatic", interactive=False, verbosity=0)
+""".replace("PENDING_EXIT", str(PENDING))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths of one site's releases on the host."""
+
+    root: str
+
+    @property
+    def releases(self) -> str:
+        return f"{self.root}/releases"
+
+    @property
+    def current(self) -> str:
+        return f"{self.root}/current"
+
+    @property
+    def records(self) -> str:
+        return f"{self.root}/releases.jsonl"
+
+    @property
+    def repo(self) -> str:
+        return f"{self.root}/repo.git"
+
+    def release(self, release_id: str) -> str:
+        return f"{self.releases}/{release_id}"
+
+    def venv(self, digest: str) -> str:
+        return f"{self.root}/venvs/{digest}"
+
+    def colour(self, colour: str) -> str:
+        return f"{self.root}/colours/{colour}"
+
+
+def validate_ref(ref: str) -> str:
+    """A git ref or commit as typed by the operator, checked before anything runs."""
+    if not ref:
+        raise Exit("release needs --ref: a tag, branch or commit (e.g. --ref v1.2)", code=2)
+    if not REF_RE.fullmatch(ref):
+        raise Exit(f"--ref {ref!r} is not a valid git ref name", code=2)
+    return ref
+
+
+def validate_source(source: str) -> str:
+    if source not in SOURCES:
+        raise Exit(f"--source must be one of {', '.join(SOURCES)} (got {source!r})", code=2)
+    return source
+
+
+def choose_source(site: Site, source: str) -> str:
+    """`auto` means the server fetches repo_url when there is one, else the local checkout sends the commit."""
+    if source == "auto":
+        return "server" if site.repo_url else "local"
+    if source == "server" and not site.repo_url:
+        raise Exit("--source server needs sum.repo_url", code=2)
+    return source
+
+
+def new_release_id(sha: str, now: datetime | None = None) -> str:
+    now = now or datetime.now(timezone.utc)
+    return f"{now:%Y%m%dT%H%M%S}Z-{sha[:8]}"
+
+
+def requirements_digest(requirements: bytes, python: str) -> str:
+    """Which venv a release uses: one per interpreter and exact requirements.txt."""
+    return hashlib.sha256(python.encode() + b"\0" + requirements).hexdigest()[:16]
+
+
+def git_requirements(text: str) -> list[tuple[str, str]]:
+    """(requirement line, ref or '') for every requirement installed from git."""
+    found = []
+    for line in text.splitlines():
+        line = line.split(" #", 1)[0].strip()
+        match = GIT_REQ_RE.search(line)
+        if match and not line.startswith("#"):
+            found.append((line, match.group("ref") or ""))
+    return found
+
+
+def unpinned(text: str) -> list[str]:
+    """Git requirements that follow a branch (or nothing) rather than a tag or commit."""
+    return [line for line, ref in git_requirements(text) if not PINNED_REF_RE.match(ref)]
+
+
+def parse_records(text: str) -> list[dict]:
+    records = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and "id" in record:
+            records.append(record)
+    return records
+
+
+def good_releases(records: list[dict], present: set[str]) -> list[str]:
+    """Ids of good releases still on disk, oldest first."""
+    seen: list[str] = []
+    for record in records:
+        if record.get("result") == "good" and record["id"] in present and record["id"] not in seen:
+            seen.append(record["id"])
+    return seen
+
+
+def prune_list(records: list[dict], present: set[str], live: str, keep: int) -> list[str]:
+    """Release dirs to delete: all but the newest `keep` good ones; never the live one or the one before it."""
+    good = [r for r in good_releases(records, present) if r != live]
+    protected = set(good[-(keep - 1):]) if keep > 1 else set()
+    if good:
+        protected.add(good[-1])
+    protected.add(live)
+    return sorted(r for r in present if r not in protected)
+
+
+def rollback_target(records: list[dict], present: set[str], live: str, to: str = "") -> str:
+    """The release to go back to: `to` (an id, a ref or a commit), or the good one before the live one."""
+    good = [r for r in good_releases(records, present) if r != live]
+    if not to:
+        if not good:
+            raise Exit("no earlier good release to roll back to", code=1)
+        return good[-1]
+    by_id = {r["id"]: r for r in records}
+    matches = [rid for rid in good if rid == to or by_id[rid].get("ref") == to or str(by_id[rid].get("sha", "")).startswith(to)]
+    if not matches:
+        raise Exit(f"--to {to!r} matches no good release on the host (see `fab releases`)", code=1)
+    return matches[-1]
+
+
+def backup_undoing(records: list[dict], target: str) -> str:
+    """The pre-migration backup taken by the first release after `target` that made one."""
+    after = False
+    for record in records:
+        if record["id"] == target:
+            after = True
+        elif after and record.get("backup"):
+            return record["backup"]
+    return ""
+
+
+def who() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+class Host:
+    """One site on one connection: the remote commands release and rollback are made of."""
+
+    def __init__(self, c: Connection, site: Site, report: Report) -> None:
+        self.c, self.site, self.report = c, site, report
+        self.layout = Layout(site.root)
+
+    def sh(self, script: str, what: str, hint: str = "", stdin: str | None = None, timeout: float | None = None) -> str:
+        """Run as the connecting (deploy) user; a failure becomes a `StepError` with the output's tail."""
+        kwargs = {"in_stream": io.StringIO(stdin)} if stdin is not None else {}
+        result = self.c.run(f"sh -c {q(script)}", hide=True, warn=True, timeout=timeout, **kwargs)
+        if not result.ok:
+            tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+            raise StepError(f"{what} (exit status {result.exited})\n{tail}", hint)
+        return result.stdout
+
+    def systemctl(self, verb: str, colour_or_unit: str, warn: bool = False) -> bool:
+        unit = colour_or_unit if colour_or_unit.endswith(".service") else self.unit(colour_or_unit)
+        result = self.c.run(f"sudo -n /usr/bin/systemctl {verb} {q(unit)}", hide=True, warn=True)
+        if not result.ok and not warn:
+            raise StepError(f"systemctl {verb} {unit} failed\n{result.stderr.strip()}", "check `fab logs` and the sudoers rule from provision")
+        return result.ok
+
+    def unit(self, colour: str) -> str:
+        return f"{self.site.unit_prefix}-gunicorn@{colour}.service"
+
+    def journal(self, colour: str, lines: int = 15) -> str:
+        out = self.c.run(f"journalctl -u {q(self.unit(colour))} -n {lines} --no-pager -o cat", hide=True, warn=True)
+        return out.stdout.strip()
+
+    def state(self) -> dict:
+        """Live release, each colour's release, records and release dirs, in one round trip."""
+        lay = self.layout
+        script = (
+            f"cd {q(self.site.root)} || exit 3\n"
+            "echo \"@@current\"; readlink current 2>/dev/null\n"
+            + "".join(f"echo \"@@{c}\"; readlink {q('colours/' + c)} 2>/dev/null\n" for c in COLOURS)
+            + f"echo \"@@active\"; systemctl is-active {' '.join(q(self.unit(c)) for c in COLOURS)} 2>/dev/null\n"
+            "echo \"@@dirs\"; ls -1 releases 2>/dev/null\n"
+            "echo \"@@building\"; ls -1d releases/*/.building 2>/dev/null\n"
+            f"echo \"@@records\"; cat {q(lay.records)} 2>/dev/null\n"
+        )
+        result = self.c.run(f"sh -c {q(script)}", hide=True, warn=True)
+        if result.exited == 3:
+            raise StepError(f"{self.site.root} does not exist", "run `fab provision` first")
+        sections: dict[str, list[str]] = {}
+        key = ""
+        for line in result.stdout.splitlines():
+            if line.startswith("@@"):
+                key = line[2:]
+                sections[key] = []
+            elif key:
+                sections[key].append(line)
+        active = sections.get("active", [])
+        return {
+            "current": link_name(sections.get("current")),
+            "colours": {c: link_name(sections.get(c)) for c in COLOURS},
+            "active": {c: (active[i] if i < len(active) else "") == "active" for i, c in enumerate(COLOURS)},
+            "dirs": set(sections.get("dirs", [])),
+            "building": [p.split("/")[1] for p in sections.get("building", [])],
+            "records": parse_records("\n".join(sections.get("records", []))),
+        }
+
+
+def link_name(lines: list[str] | None) -> str:
+    """The release id a symlink's target names (its last path component)."""
+    return lines[0].rstrip("/").rsplit("/", 1)[-1] if lines and lines[0] else ""
+
+
+def live_colour(state: dict) -> str:
+    return next((c for c in COLOURS if state["current"] and state["colours"][c] == state["current"]), "")
+
+
+def idle_colour(state: dict) -> str:
+    live = live_colour(state)
+    return next(c for c in COLOURS if c != live)
+
+
+def clean_up(h: Host, state: dict) -> list[str]:
+    """Undo what a killed release left: a colour running something not live, half-built release dirs."""
+    done = []
+    live = live_colour(state)
+    for colour in COLOURS:
+        if colour == live:
+            continue
+        if state["active"][colour]:
+            h.systemctl("stop", colour)
+            done.append(f"stopped stale {colour}")
+        if state["colours"][colour]:
+            h.sh(f"rm -f {q(h.layout.colour(colour))}", "remove stale colour link")
+    if h.c.run(f"ls -d {q(h.layout.releases)}/.incoming-* >/dev/null 2>&1", hide=True, warn=True).ok:
+        h.sh(f"rm -rf {q(h.layout.releases)}/.incoming-*", "remove half-fetched code")
+        done.append("removed half-fetched code")
+    for release_id in state["building"]:
+        h.sh(f"rm -rf {q(h.layout.release(release_id))}", "remove half-built release")
+        state["dirs"].discard(release_id)
+        done.append(f"removed half-built {release_id}")
+    return done
+
+
+def resolve_local(repo: str, ref: str) -> str:
+    result = subprocess.run(["git", "-C", repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise StepError(f"ref {ref!r} does not resolve to a commit in the local checkout {repo}", "fetch it, or check the spelling")
+    return result.stdout.strip()
+
+
+def fetch_code(h: Host, ref: str, source: str, repo: str, dest: str) -> str:
+    """Put the commit `ref` names into `dest`; returns its SHA."""
+    lay = h.layout
+    if source == "local":
+        sha = resolve_local(repo, ref)
+        archive = subprocess.run(["git", "-C", repo, "archive", "--format=tar.gz", sha], capture_output=True, check=True).stdout
+        tmp = f"{dest}/.source.tar.gz"
+        h.c.put(io.BytesIO(archive), tmp)
+        h.sh(f"tar -xzf {q(tmp)} -C {q(dest)} && rm -f {q(tmp)}", "unpack the commit")
+        return sha
+    url = h.site.repo_url
+    h.sh(
+        f"if [ -d {q(lay.repo)} ]; then git -C {q(lay.repo)} remote set-url origin {q(url)} && "
+        f"git -C {q(lay.repo)} fetch --quiet --prune --tags origin '+refs/*:refs/*'; "
+        f"else git clone --quiet --mirror {q(url)} {q(lay.repo)}; fi",
+        f"fetch {url}", "check the server's deploy key can read sum.repo_url",
+    )
+    out = h.c.run(f"git -C {q(lay.repo)} rev-parse --verify --quiet {q(ref + '^{commit}')}", hide=True, warn=True)
+    if not out.ok:
+        raise StepError(f"ref {ref!r} does not resolve to a commit in {url}", "push the tag or branch, or check the spelling")
+    sha = out.stdout.strip()
+    h.sh(f"git -C {q(lay.repo)} archive --format=tar {q(sha)} | tar -x -C {q(dest)}", "extract the commit")
+    return sha
+
+
+def ensure_venv(h: Host, release_dir: str) -> tuple[str, bool]:
+    """Link the release to the venv for its requirements, building it only if no release had them before."""
+    requirements = h.sh(f"cat {q(release_dir)}/requirements.txt", "read requirements.txt", "the client repo needs a requirements.txt")
+    digest = requirements_digest(requirements.encode(), h.site.python)
+    venv = h.layout.venv(digest)
+    reused = h.c.run(f"test -e {q(venv)}/.complete", hide=True, warn=True).ok
+    if not reused:
+        h.sh(
+            f"rm -rf {q(venv)} && {q(h.site.python)} -m venv {q(venv)} && "
+            f"{q(venv)}/bin/pip install --disable-pip-version-check --no-input --progress-bar off -r {q(release_dir)}/requirements.txt && "
+            f"touch {q(venv)}/.complete",
+            "pip install -r requirements.txt", "read the pip output above; fix requirements.txt and release again", timeout=1800,
+        )
+    h.sh(f"ln -sfn {q(venv)} {q(release_dir)}/.venv", "link the venv")
+    return requirements, reused
+
+
+def manage(h: Host, release_dir: str, mode: str) -> tuple[int, str]:
+    """Run the migration/collectstatic script in the release with the site's environment."""
+    script = (
+        f"cd {q(release_dir)} && set -a && . {q(h.site.root)}/.env && . ./.release.env && set +a && "
+        f"exec .venv/bin/python - {mode}"
+    )
+    result = h.c.run(f"sh -c {q(script)}", hide=True, warn=True, in_stream=io.StringIO(MANAGE_SCRIPT))
+    return result.exited, result.stdout + result.stderr
+
+
+def pending_migrations(output: str) -> list[str]:
+    return [line.split(" ", 1)[1] for line in output.splitlines() if line.startswith("PENDING ")]
+
+
+def take_backup(h: Host, label: str) -> str:
+    """A verified database backup before migrations (the db module's when present)."""
+    try:
+        from .db import backup
+    except ImportError:
+        backup = None
+    if backup is not None:
+        return backup(h.c, h.site, h.report, label=label)
+    path = f"{h.site.root}/backups/{h.site.site_slug}_db_{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.sql.gz"
+    h.sh(
+        f"set -a; . {q(h.site.root)}/.env; set +a; export PGPASSWORD=\"$DJANGO_DB_PASSWORD\"; umask 077; "
+        f"pg_dump -h \"$DJANGO_DB_HOST\" -U \"$DJANGO_DB_USER\" --no-owner --no-privileges --clean --if-exists \"$DJANGO_DB_NAME\" "
+        f"| gzip -1 > {q(path)}.partial && mv {q(path)}.partial {q(path)}",
+        "pg_dump before migrating",
+    )
+    return path
+
+
+def start_colour(h: Host, colour: str, release_dir: str) -> None:
+    """Point `colour` at the release, start it, and wait for it to answer /health/ on its own socket."""
+    link = h.layout.colour(colour)
+    h.sh(f"ln -sfn {q(release_dir)} {q(link)}.tmp && mv -T {q(link)}.tmp {q(link)}", "point the colour at the release")
+    h.systemctl("reset-failed", colour, warn=True)
+    h.systemctl("start", colour)
+    health = wait_healthy(h.c, h.site, colour_socket(h.site, colour))
+    if not health.ok:
+        body = health.body.strip()[:300]
+        raise StepError(
+            f"the new release did not answer /health/ with 200 within {h.site.health_timeout}s: {health.describe()}"
+            + (f"\n{body}" if body else "") + f"\n{h.journal(colour)}",
+            "the previous release is still serving; fix the code and release again",
+        )
+
+
+def stop_colour(h: Host, colour: str) -> None:
+    h.systemctl("stop", colour, warn=True)
+    h.sh(f"rm -f {q(h.layout.colour(colour))}", "remove the colour link")
+
+
+def switch(h: Host, release_dir: str, old_colour: str) -> None:
+    """Make the release current (one rename), then stop the old colour: Caddy retries its requests on the new one."""
+    current = h.layout.current
+    h.sh(f"ln -sfn {q(release_dir)} {q(current)}.tmp && mv -T {q(current)}.tmp {q(current)}", "switch current")
+    if old_colour:
+        h.systemctl("stop", old_colour)
+        h.sh(f"rm -f {q(h.layout.colour(old_colour))}", "remove the old colour link")
+    if h.site.celery:
+        h.systemctl("restart", f"{h.site.unit_prefix}-celery.service")
+
+
+def record(h: Host, entry: dict) -> None:
+    line = json.dumps(entry, sort_keys=True)
+    h.sh(f"printf '%s\\n' {q(line)} >> {q(h.layout.records)}", "write the release record")
+
+
+def smoke_checks(h: Host) -> None:
+    """/health/ through Caddy on the host itself (no DNS needed), /sitemap.xml, and from here when the domain resolves."""
+    site = h.site
+    with h.report.step("smoke check through caddy") as step:
+        health = probe(h.c, site)
+        if health.ok:
+            step.note(health.describe())
+        else:
+            step.warn(f"/health/ through Caddy: {health.describe()}; the release is live, check Caddy (`fab logs --service caddy`)")
+        scheme = "http" if site.tls == "off" else "https"
+        port = 80 if site.tls == "off" else 443
+        sitemap = h.c.run(
+            f"curl -sk -o /dev/null -m 5 -w '%{{http_code}}' --resolve {q(f'{site.primary_domain}:{port}:127.0.0.1')} "
+            f"{scheme}://{site.primary_domain}/sitemap.xml",
+            hide=True, warn=True,
+        ).stdout.strip()
+        step.note(f"sitemap.xml HTTP {sitemap or 'no answer'} (not blocking)")
+        step.note(remote_check(site))
+
+
+def remote_check(site: Site) -> str:
+    """/health/ from the operator's machine with requests, only when the domain resolves."""
+    import requests
+
+    try:
+        socket.getaddrinfo(site.primary_domain, None)
+    except OSError:
+        return f"{site.primary_domain} does not resolve here: no check from this machine"
+    scheme = "http" if site.tls == "off" else "https"
+    try:
+        response = requests.get(f"{scheme}://{site.primary_domain}/health/", timeout=5, verify=site.tls == "auto")
+        return f"from here: HTTP {response.status_code}"
+    except requests.RequestException as err:
+        return f"from here: {type(err).__name__}"
+
+
+def prune(h: Host, live: str) -> list[str]:
+    state = h.state()
+    doomed = prune_list(state["records"], state["dirs"], live, h.site.keep_releases)
+    if not doomed:
+        return []
+    keep = state["dirs"] - set(doomed)
+    paths = " ".join(q(h.layout.release(r)) for r in doomed)
+    kept_venvs = " ".join(q(h.layout.release(r) + "/.venv") for r in keep)
+    h.sh(
+        f"rm -rf {paths}; cd {q(h.site.root)}/venvs || exit 0; "
+        f"used=$(for l in {kept_venvs}; do readlink \"$l\"; done); "
+        "for v in */; do v=${v%/}; case \"$used\" in *\"/$v\"*) ;; *) rm -rf \"$v\";; esac; done",
+        "prune old releases",
+    )
+    return doomed
+
+
+def do_release(c: Connection, site: Site, ref: str, source: str, strict: bool, repo: str) -> dict:
+    report = Report(f"release {ref}", host_label(c))
+    h = Host(c, site, report)
+    started = time.monotonic()
+    entry: dict = {"ref": ref, "who": who(), "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "backup": ""}
+    with site_lock(c, site, f"release {ref}"):
+        with report.step("state") as step:
+            state = h.state()
+            for note in clean_up(h, state):
+                step.changed(note)
+        old = live_colour(state)
+        colour = idle_colour(state)
+        release_dir = ""
+        try:
+            with report.step(f"fetch {ref} ({source})") as step:
+                staging = f"{h.layout.releases}/.incoming-{int(time.time() * 1000)}"
+                h.sh(f"mkdir -p {q(staging)} && touch {q(staging)}/.building", "create the release dir")
+                entry["sha"] = fetch_code(h, ref, source, repo, staging)
+                entry["id"] = new_release_id(entry["sha"])
+                release_dir = h.layout.release(entry["id"])
+                h.sh(f"mv -T {q(staging)} {q(release_dir)}", "name the release dir")
+                h.sh(f"printf 'GIT_SHA=%s\\nSUM_RELEASE_ID=%s\\n' {q(entry['sha'])} {q(entry['id'])} > {q(release_dir)}/.release.env",
+                     "write .release.env")
+                step.note(f"{entry['sha'][:12]} as {entry['id']}")
+            with report.step("python environment") as step:
+                requirements, reused = ensure_venv(h, release_dir)
+                step.note("requirements unchanged: venv reused, nothing downloaded" if reused else "built a new venv")
+                if not reused:
+                    step.changed()
+                loose = unpinned(requirements)
+                if loose and (strict or site.strict_pins):
+                    raise StepError("git requirements follow a branch, not a tag or commit:\n" + "\n".join(loose),
+                                    "pin them to a tag or commit (runbook section 10), or drop --strict")
+                for line in loose:
+                    step.warn(f"git requirement not pinned to a tag or commit: {line}")
+                if not reused:
+                    freeze = h.sh(f"{q(release_dir)}/.venv/bin/pip freeze --all", "pip freeze")
+                    for line in freeze.splitlines():
+                        if "git+" in line:
+                            step.note(f"from git: {line}")
+            with report.step("migrate and collectstatic") as step:
+                status, output = manage(h, release_dir, "check")
+                if status == PENDING:
+                    step.note(f"{len(pending_migrations(output))} pending migrations")
+                    entry["backup"] = take_backup(h, f"before {entry['id']}")
+                    step.note(f"backup {entry['backup']}")
+                    status, output = manage(h, release_dir, "apply")
+                if status != 0:
+                    tail = "\n".join(output.strip().splitlines()[-15:])
+                    raise StepError(f"migrate/collectstatic failed (exit status {status})\n{tail}",
+                                    "the previous release is still serving; fix the migration and release again")
+            with report.step(f"start {colour} and wait for /health/"):
+                start_colour(h, colour, release_dir)
+            with report.step("switch") as step:
+                h.sh(f"rm -f {q(release_dir)}/.building", "mark the release built")
+                switch(h, release_dir, old)
+                step.changed(f"{colour} live, {old or 'nothing'} stopped")
+        except BaseException:
+            failed = report.steps[-1].name if report.steps else "release"
+            stop_colour(h, colour)
+            if release_dir:
+                h.c.run(f"rm -f {q(release_dir)}/.building && touch {q(release_dir)}/.failed", hide=True, warn=True)
+            else:
+                h.c.run(f"rm -rf {q(h.layout.releases)}/.incoming-*", hide=True, warn=True)
+            entry.update(result=f"failed: {failed}", seconds=round(time.monotonic() - started, 2), colour=colour)
+            if "id" in entry:
+                record(h, entry)
+            raise
+        entry.update(result="good", seconds=round(time.monotonic() - started, 2), colour=colour)
+        record(h, entry)
+        with report.step("prune") as step:
+            removed = prune(h, entry["id"])
+            if removed:
+                step.changed(f"removed {len(removed)} old releases")
+    smoke_checks(h)
+    report.summary(f"{entry['id']} live ({entry['sha'][:12]})")
+    return entry
+
+
+def do_rollback(c: Connection, site: Site, to: str, force: bool) -> dict:
+    report = Report("rollback" + (f" --to {to}" if to else ""), host_label(c))
+    h = Host(c, site, report)
+    started = time.monotonic()
+    with site_lock(c, site, "rollback"):
+        with report.step("state") as step:
+            state = h.state()
+            for note in clean_up(h, state):
+                step.changed(note)
+            live = state["current"]
+            target = rollback_target(state["records"], state["dirs"], live, to)
+            step.note(f"{live or 'nothing'} -> {target}")
+        target_dir = h.layout.release(target)
+        by_id = {r["id"]: r for r in state["records"]}
+        entry = {**{k: by_id[target].get(k) for k in ("ref", "sha")}, "id": target, "who": who(), "rollback": True,
+                 "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "backup": ""}
+        with report.step("database migrations") as step:
+            status, output = manage(h, target_dir, "ahead")
+            if status != 0:
+                raise StepError("could not read the applied migrations\n" + output[-1500:])
+            ahead = [line[6:] for line in output.splitlines() if line.startswith("AHEAD ")]
+            if ahead:
+                backup = backup_undoing(state["records"], target)
+                message = (f"the database has {len(ahead)} migrations {target} does not know: {', '.join(ahead)}"
+                           + (f"; the backup taken before them is {backup}" if backup else ""))
+                if not force:
+                    raise StepError(message, "roll back anyway with --force, or restore that backup with db.restore")
+                step.warn(message)
+        old, colour = live_colour(state), idle_colour(state)
+        try:
+            with report.step(f"start {colour} and wait for /health/"):
+                start_colour(h, colour, target_dir)
+            with report.step("switch") as step:
+                switch(h, target_dir, old)
+                step.changed(f"{colour} live, {old or 'nothing'} stopped")
+        except BaseException:
+            stop_colour(h, colour)
+            raise
+        entry.update(result="good", seconds=round(time.monotonic() - started, 2), colour=colour)
+        record(h, entry)
+    smoke_checks(h)
+    report.summary(f"{target} live")
+    return entry
+
+
+def local_repo(c: Context) -> str:
+    return str(Path(project_dir(c) or ".").resolve())
+
+
+@task(help={
+    "ref": "tag, branch or commit to put live (required)",
+    "source": "where the code comes from: server (fetch sum.repo_url), local (send this checkout's commit) or auto",
+    "strict": "refuse git requirements that follow a branch instead of a tag or commit",
+})
+def release(c: Context, ref: str = "", source: str = "auto", strict: bool = False) -> None:
+    """Build REF beside the live release and switch to it once it answers /health/; the old one serves until then."""
+    validate_ref(ref)
+    validate_source(source)
+    repo = local_repo(c)
+    for conn, site in targets(c, role="deploy"):
+        do_release(conn, site, ref, choose_source(site, source), strict, repo)
+
+
+@task(help={"to": "release id, ref or commit to go back to (default: the previous good release)",
+            "force": "roll back even when the database has migrations the target does not know"})
+def rollback(c: Context, to: str = "", force: bool = False) -> None:
+    """Switch back to an earlier good release, health-gated like a release, without rebuilding anything."""
+    if to:
+        validate_ref(to)
+    for conn, site in targets(c, role="deploy"):
+        do_rollback(conn, site, to, force)
+
+
+@task
+def releases(c: Context) -> None:
+    """List the release records on each host, newest last, marking the live one."""
+    for conn, site in targets(c, role="deploy"):
+        state = Host(conn, site, Report("releases", host_label(conn))).state()
+        for r in state["records"]:
+            mark = "*" if r["id"] == state["current"] else " "
+            on_disk = "" if r["id"] in state["dirs"] else " (pruned)"
+            print(f" {mark} {r['id']:<28} {r.get('ref', ''):<14} {str(r.get('sha', ''))[:12]:<12} {r.get('result', ''):<24} "
+                  f"{r.get('seconds', '')}s {r.get('who', '')} {r.get('backup', '')}{on_disk}")
+
+
+@task
+def unlock(c: Context) -> None:
+    """End a stuck task holding the site's lock (a killed release frees it by itself)."""
+    for conn, site in targets(c, role="deploy"):
+        held = unlock_site(conn, site)
+        print(f"[{host_label(conn)}] " + (f"ended: {held}" if held else "not locked"))

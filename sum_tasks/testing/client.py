@@ -1,0 +1,71 @@
+"""A client repo on disk (fabfile.py, fabric.yaml, ssh config) and the real `fab` command run in it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .hosts import TestHost
+
+FABFILE = '''"""Client fabfile: the sum_tasks namespace, plus this project's own tasks."""
+
+from sum_tasks import namespace
+
+ns = namespace()
+'''
+LIBRARY_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Client:
+    """A client directory whose `fab` talks to test hosts by alias."""
+
+    path: Path
+
+    def fab(self, *args: str, check: bool = True, timeout: float = 1800.0, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``fab ARGS`` in the client directory; output is also echoed for the test log."""
+        argv = [sys.executable, "-m", "fabric", *args]
+        result = subprocess.run(argv, cwd=self.path, capture_output=True, text=True, timeout=timeout,
+                                stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})}, check=False)
+        sys.stdout.write(f"$ fab {' '.join(args)}\n{result.stdout}{result.stderr}(exit {result.returncode})\n")
+        if check and result.returncode:
+            raise AssertionError(f"fab {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def configure(self, sum_config: dict[str, Any]) -> None:
+        """Replace the `sum` settings in fabric.yaml."""
+        data = yaml.safe_load((self.path / "fabric.yaml").read_text())
+        data["sum"] = sum_config
+        (self.path / "fabric.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def make_client(path: Path, sum_config: dict[str, Any], hosts: dict[str, tuple[TestHost, str]],
+                vendored: bool = False, fabfile: str = FABFILE) -> Client:
+    """Write a client repo at `path`: ``hosts`` maps ssh aliases to (host, user).
+
+    With `vendored`, ``sum_tasks/`` and ``templates/`` are copied in, as a client repo that
+    vendors the library would have them; otherwise the installed package is used.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "fabfile.py").write_text(fabfile)
+    ssh_config = path / "ssh_config"
+    ssh_config.write_text("".join(host.ssh_config(alias, user) for alias, (host, user) in hosts.items()))
+    key = next(iter(hosts.values()))[0].key_path if hosts else ""
+    config = {
+        "sum": sum_config,
+        "ssh_config_path": str(ssh_config),
+        "connect_kwargs": {"key_filename": [str(key)], "look_for_keys": False, "allow_agent": False} if key else {},
+        "timeouts": {"connect": 10},
+    }
+    (path / "fabric.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    if vendored:
+        for name in ("sum_tasks", "templates"):
+            shutil.copytree(LIBRARY_ROOT / name, path / name, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+    return Client(path)

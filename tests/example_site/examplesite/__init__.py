@@ -1,0 +1,4 @@
+"""Example client site deployed by the sum_tasks end-to-end tests.
+
+Deliberately free of Celery: nothing here imports it.
+"""

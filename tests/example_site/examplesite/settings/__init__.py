@@ -1,0 +1,1 @@
+"""Settings package: ``base`` holds what is shared, ``production`` reads the environment."""

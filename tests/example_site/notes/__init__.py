@@ -1,0 +1,1 @@
+"""A tiny notes app: one model, one page."""

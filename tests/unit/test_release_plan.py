@@ -1,0 +1,100 @@
+"""Release and rollback decisions made from data: refs, venv reuse, pins, records, pruning, rollback targets."""
+
+import pytest
+from invoke.exceptions import Exit
+
+from sum_tasks.release import (
+    backup_undoing, choose_source, good_releases, idle_colour, live_colour, new_release_id, prune_list,
+    requirements_digest, rollback_target, unpinned, validate_ref,
+)
+
+
+@pytest.mark.parametrize("ref", ["v1.2", "main", "feature/x", "0123abc", "a" * 40, "release-2026.11", "v1.2+build"])
+def test_good_refs(ref):
+    assert validate_ref(ref) == ref
+
+
+@pytest.mark.parametrize("ref", ["", "-v1", "--upload-pack=x", "a..b", "v1;id", "v1 2", "$(id)", "x.lock", "x/", "x@{1}",
+                                 "a" * 201, "v1\n", "`id`", "x//y"])
+def test_bad_refs_refused_before_anything_runs(ref):
+    with pytest.raises(Exit):
+        validate_ref(ref)
+
+
+def test_source_choice(site_config):
+    from sum_tasks.config import load_site
+
+    with_repo = load_site(site_config)
+    without = load_site({**site_config, "repo_url": ""})
+    assert choose_source(with_repo, "auto") == "server" and choose_source(without, "auto") == "local"
+    assert choose_source(with_repo, "local") == "local"
+    with pytest.raises(Exit):
+        choose_source(without, "server")
+
+
+def test_release_ids_sort_by_time_and_name_the_commit():
+    from datetime import datetime, timezone
+
+    first = new_release_id("0123456789abcdef", datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc))
+    assert first == "20260102T030405Z-01234567"
+    assert new_release_id("ff" * 20, datetime(2026, 1, 2, 3, 4, 6, tzinfo=timezone.utc)) > first
+
+
+def test_venv_follows_exact_requirements_and_interpreter():
+    base = requirements_digest(b"Django==5.2\n", "python3")
+    assert base == requirements_digest(b"Django==5.2\n", "python3")
+    assert base != requirements_digest(b"Django==5.2\nhumanize==4.9\n", "python3")
+    assert base != requirements_digest(b"Django==5.2\n", "python3.12")
+
+
+def test_git_requirements_on_branches_are_flagged():
+    text = (
+        "Django==5.2\n"
+        "sum_core @ git+https://github.com/x/sum-core.git@v1.4.0\n"
+        "other @ git+https://github.com/x/other.git@main#egg=other\n"
+        "git+ssh://git@github.com/x/third.git\n"
+        "pinned @ git+https://github.com/x/p.git@0a1b2c3d4e\n"
+        "# comment git+https://x/y.git@main\n"
+    )
+    assert unpinned(text) == ["other @ git+https://github.com/x/other.git@main#egg=other", "git+ssh://git@github.com/x/third.git"]
+
+
+RECORDS = [
+    {"id": "r1", "ref": "v1", "sha": "aaa1", "result": "good"},
+    {"id": "r2", "ref": "bad", "sha": "bbb2", "result": "failed: migrate"},
+    {"id": "r3", "ref": "v2", "sha": "ccc3", "result": "good", "backup": "/b/before-r3.sql.gz"},
+    {"id": "r4", "ref": "v3", "sha": "ddd4", "result": "good"},
+]
+
+
+def test_prune_keeps_live_previous_and_newest_good():
+    present = {"r1", "r2", "r3", "r4"}
+    assert prune_list(RECORDS, present, "r4", keep=2) == ["r1", "r2"]
+    assert prune_list(RECORDS, present, "r4", keep=5) == ["r2"]
+    assert "r1" not in prune_list(RECORDS, present, "r1", keep=2)
+    assert prune_list(RECORDS, present, "r3", keep=2) == ["r1", "r2"]
+
+
+def test_rollback_targets():
+    present = {"r1", "r2", "r3", "r4"}
+    assert rollback_target(RECORDS, present, "r4") == "r3"
+    assert rollback_target(RECORDS, present, "r4", to="v1") == "r1"
+    assert rollback_target(RECORDS, present, "r4", to="aaa") == "r1"
+    assert rollback_target(RECORDS, present, "r4", to="r3") == "r3"
+    with pytest.raises(Exit):
+        rollback_target(RECORDS, present, "r4", to="bad")
+    with pytest.raises(Exit):
+        rollback_target(RECORDS, {"r4"}, "r4")
+    assert good_releases(RECORDS, {"r1", "r4"}) == ["r1", "r4"]
+
+
+def test_backup_that_undoes_migrations():
+    assert backup_undoing(RECORDS, "r1") == "/b/before-r3.sql.gz"
+    assert backup_undoing(RECORDS, "r3") == ""
+
+
+def test_colours():
+    state = {"current": "r4", "colours": {"blue": "r3", "green": "r4"}}
+    assert live_colour(state) == "green" and idle_colour(state) == "blue"
+    first = {"current": "", "colours": {"blue": "", "green": ""}}
+    assert live_colour(first) == "" and idle_colour(first) == "blue"
