@@ -17,12 +17,13 @@ __all__ = ["namespace", "ns"]
 
 def namespace() -> Collection:
     """A fresh root collection with every library task and the ``sum`` defaults."""
-    from . import provision, release
+    from . import db, provision, release
 
     ns = Collection()
     ns.add_task(provision.provision)
     for t in (release.release, release.rollback, release.releases, release.unlock):
         ns.add_task(t)
+    ns.add_collection(db.db)
     ns.configure({"sum": DEFAULTS, "run": {"in_stream": False}})
     return ns
 

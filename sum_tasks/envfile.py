@@ -37,15 +37,15 @@ def format_value(value: str) -> str:
     return f"'{value}'"
 
 
-def synced(site: Site) -> dict[str, str]:
-    """Keys whose values follow fabric.yaml."""
+def synced(site: Site, db_port: int = 5432) -> dict[str, str]:
+    """Keys whose values follow fabric.yaml (and the port PostgreSQL listens on)."""
     return {
         "DJANGO_SETTINGS_MODULE": f"{site.project_module}.settings.production",
         "ALLOWED_HOSTS": ",".join(site.domains),
         "DJANGO_DB_NAME": site.db_name,
         "DJANGO_DB_USER": site.db_name,
         "DJANGO_DB_HOST": "127.0.0.1",
-        "DJANGO_DB_PORT": "5432",
+        "DJANGO_DB_PORT": str(db_port),
         "DJANGO_STATIC_ROOT": f"{site.root}/static",
         "DJANGO_MEDIA_ROOT": f"{site.root}/media",
         "SITE_DOMAIN": site.primary_domain,
@@ -60,14 +60,14 @@ DEFAULTS = {
 }
 
 
-def merge(existing: str, site: Site, secret: Callable[[], str] = new_secret) -> str:
+def merge(existing: str, site: Site, secret: Callable[[], str] = new_secret, db_port: int = 5432) -> str:
     """The .env the site should have, given the one it has.
 
     Keys from fabric.yaml take the config's value; generated secrets are created once and then
     kept; defaults fill missing keys only; every other line the operator wrote stays as it is.
     """
     current = parse(existing)
-    wanted = dict(synced(site))
+    wanted = dict(synced(site, db_port))
     for key in GENERATED:
         wanted[key] = current.get(key) or secret()
     for key, value in DEFAULTS.items():

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from fabric import Connection
 from invoke import Context, task
 
-from . import envfile
+from . import db, envfile
 from .config import Site
 from .credentials import new_secret, scram_sha256
 from .ops import Op, absent_op, converge, dirs_op, file_op
@@ -60,6 +60,7 @@ class Facts:
     env_text: str = ""
     caddyfile: str = ""
     ssh_ports: tuple[int, ...] = (22,)
+    pg_port: int = 5432
 
 
 def parse_os_release(text: str) -> OsRelease:
@@ -98,7 +99,8 @@ def sudo_commands(site: Site) -> list[str]:
     units = [(f"{site.unit_prefix}-gunicorn@{colour}.service", ("start", "stop", "restart", "reset-failed")) for colour in COLOURS]
     if site.celery:
         units.append((f"{site.unit_prefix}-celery.service", ("start", "stop", "restart")))
-    return [f"{path} {verb} {unit}" for path in SYSTEMCTL_PATHS for unit, verbs in units for verb in verbs]
+    commands = [f"{path} {verb} {unit}" for path in SYSTEMCTL_PATHS for unit, verbs in units for verb in verbs]
+    return commands + db.backup_sudo_commands(site)
 
 
 def caddyfile_with_import(text: str) -> str:
@@ -237,7 +239,7 @@ def host_plan(site: Site, facts: Facts, project_dir: str = "", secret=new_secret
             "", verify_only=True, hint=f"install the venv package for {site.python} (python3-venv)",
         ),
     ]
-    env_text = envfile.merge(facts.env_text, site, secret)
+    env_text = envfile.merge(facts.env_text, site, secret, facts.pg_port)
     password = envfile.parse(env_text)["DJANGO_DB_PASSWORD"]
     add_secret(password)
     add_secret(envfile.parse(env_text)["DJANGO_SECRET_KEY"])
@@ -252,6 +254,7 @@ def host_plan(site: Site, facts: Facts, project_dir: str = "", secret=new_secret
         ),
     ]
     ops += unit_ops(site, project_dir)
+    ops += db.backup_ops(site, project_dir)
     ops += caddy_ops(site, facts, project_dir)
     return ops
 
@@ -320,6 +323,7 @@ echo "@@user"; id -un
 echo "@@env"; cat {env} 2>/dev/null
 echo "@@caddyfile"; cat /etc/caddy/Caddyfile 2>/dev/null
 echo "@@ssh_ports"; sshd -T 2>/dev/null | awk '$1 == "port" {{print $2}}'
+echo "@@pg_port"; pg_lsclusters -h 2>/dev/null | sort -k4,4r | awk '{{print $3; exit}}'
 """
 
 
@@ -344,6 +348,7 @@ def read_facts(c: Connection, site: Site) -> Facts:
         env_text=sections.get("env", ""),
         caddyfile=sections.get("caddyfile", ""),
         ssh_ports=ports,
+        pg_port=int(sections.get("pg_port", "").strip() or 5432),
     )
 
 

@@ -529,7 +529,7 @@ def do_release(c: Connection, site: Site, ref: str, source: str, strict: bool, r
                 status, output = manage(h, release_dir, "check")
                 if status == PENDING:
                     step.note(f"{len(pending_migrations(output))} pending migrations")
-                    entry["backup"] = take_backup(h, f"before {entry['id']}")
+                    entry["backup"] = take_backup(h, "pre-" + entry["id"].lower())
                     step.note(f"backup {entry['backup']}")
                     status, output = manage(h, release_dir, "apply")
                 if status != 0:

@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -138,16 +137,16 @@ class TestHost:
                 "    StrictHostKeyChecking no\n    UserKnownHostsFile /dev/null\n")
 
     def shutdown(self) -> None:
-        """Power the host off and remove its netns, veth and cgroups; safe to call twice."""
+        """Power the host off and remove its netns, veth, cgroups and workdir; safe to call twice."""
         with self._lock:
             if self._down:
                 return
             self._down = True
             started = time.monotonic()
-            _teardown(self.netns, self.process)
+            _stop(self.process)
             with locked(STATE_DIR / "hosts.lock", 120):
+                _teardown(self.netns)
                 _release_shared()
-            shutil.rmtree(self.workdir, ignore_errors=True)
             with _live_lock:
                 if self in _live:
                     _live.remove(self)
@@ -219,11 +218,13 @@ def boot_host(suite: str = "bookworm", baked: bool = True, name: str | None = No
         if index is None:
             raise HostBootError("all 254 test host slots are in use")
         netns = f"{PREFIX}{index}"
-        (STATE_DIR / f"{netns}.owner").write_text(str(os.getpid()))
+        workdir = STATE_DIR / netns
+        remove_tree(workdir)
+        workdir.mkdir(parents=True)
+        (workdir / "owner").write_text(str(os.getpid()))
         _run("ip", "netns", "add", netns)
         host = TestHost(name=name or netns, ip=f"{SUBNET}.{index}.2", suite=suite, key_path=key,
-                        baked=baked, netns=netns,
-                        workdir=Path(tempfile.mkdtemp(prefix=f"sum-tasks-{netns}-")))
+                        baked=baked, netns=netns, workdir=workdir)
         with _live_lock:
             _live.append(host)
     try:
@@ -300,15 +301,20 @@ def _cgroup_pids(netns: str) -> set[int]:
     return pids
 
 
-def _teardown(netns: str, process: subprocess.Popen[bytes] | None) -> None:
-    """Stop the host's nspawn (TERM, then KILL) and delete everything that belonged to it."""
-    if process is not None and process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
+def _stop(process: subprocess.Popen[bytes] | None) -> None:
+    """Power a host off through its nspawn process: SIGTERM, then SIGKILL after a bound."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
+def _teardown(netns: str) -> None:
+    """Kill whatever still runs in the host's cgroups and delete everything it owned; needs the hosts lock."""
     deadline = time.monotonic() + 10
     while (pids := _cgroup_pids(netns)) and time.monotonic() < deadline:
         for pid in pids:
@@ -321,7 +327,7 @@ def _teardown(netns: str, process: subprocess.Popen[bytes] | None) -> None:
     for root in cgroup_roots():
         _remove_cgroup(_cgroup(root, netns))
     remove_tree(NSPAWN_RUN_DIR / "propagate" / netns)
-    (STATE_DIR / f"{netns}.owner").unlink(missing_ok=True)
+    remove_tree(STATE_DIR / netns)
 
 
 def _remove_cgroup(top: Path) -> None:
@@ -353,8 +359,9 @@ def _release_shared() -> None:
             group.rmdir()
     if NETNS_DIR.is_dir() and not any(NETNS_DIR.iterdir()):
         if _is_mount(NETNS_DIR):
-            _run("umount", str(NETNS_DIR))
-        NETNS_DIR.rmdir()
+            _run("umount", str(NETNS_DIR), check=False)
+        with contextlib.suppress(OSError):
+            NETNS_DIR.rmdir()
     if not _nspawn_running():
         remove_tree(NSPAWN_RUN_DIR)
 
@@ -368,16 +375,23 @@ def _nspawn_running() -> bool:
 
 
 def _reap_stale() -> None:
-    """Tear down hosts whose owning process died without shutting them down."""
+    """Tear down hosts whose recorded owner process died without shutting them down."""
     for ns in NETNS_DIR.glob(f"{PREFIX}*"):
-        owner = STATE_DIR / f"{ns.name}.owner"
         try:
-            os.kill(int(owner.read_text()), 0)
-            continue
+            owner = int((STATE_DIR / ns.name / "owner").read_text())
         except (OSError, ValueError):
-            pass
-        say(f"removing stale test host {ns.name}")
-        _teardown(ns.name, None)
+            continue
+        if not _alive(owner):
+            say(f"removing stale test host {ns.name} (owner {owner} is gone)")
+            _teardown(ns.name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
 
 
 atexit.register(shutdown_all)

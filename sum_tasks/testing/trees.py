@@ -117,7 +117,8 @@ def ensure_key() -> Path:
 
 def _runner_files() -> dict[str, bytes]:
     """Files copied from the runner into every tree (DNS and extra CA certificates)."""
-    files = {"etc/resolv.conf": Path("/etc/resolv.conf").read_bytes()}
+    resolved = Path("/run/systemd/resolve/resolv.conf")
+    files = {"etc/resolv.conf": (resolved if resolved.exists() else Path("/etc/resolv.conf")).read_bytes()}
     for cert in sorted(Path("/usr/local/share/ca-certificates").glob("*.crt")):
         files[f"usr/local/share/ca-certificates/{cert.name}"] = cert.read_bytes()
     return files

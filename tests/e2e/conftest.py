@@ -2,21 +2,9 @@
 
 import pytest
 
+from e2e_support import site_config
+
 from sum_tasks.testing.client import make_client
-
-SITE = {
-    "site_slug": "acme",
-    "domains": ["acme.test", "www.acme.test"],
-    "project_module": "examplesite",
-    "tls": "internal",
-    "hosts": ["vps"],
-}
-
-
-def site_config(host, **changes):
-    """The e2e site's `sum` settings for `host`, letting the deploy user in with the test key."""
-    key = host.key_path.with_suffix(".pub").read_text().strip()
-    return {**SITE, "authorized_keys": [key], **changes}
 
 
 @pytest.fixture

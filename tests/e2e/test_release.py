@@ -1,0 +1,196 @@
+"""release and rollback on real booted hosts: health-gated, zero dropped requests, self-healing."""
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import pytest
+import urllib3
+from e2e_support import site_config
+from site_repo import HEADINGS, build_site_repo
+
+from sum_tasks.testing.client import Client, make_client
+from sum_tasks.testing.hosts import TestHost
+from sum_tasks.testing.load import Load
+
+pytestmark = pytest.mark.e2e
+MIN_RATE = 20
+
+
+@dataclass
+class Deployed:
+    host: TestHost
+    client: Client
+    tags: dict[str, str]
+
+    def health(self) -> dict:
+        pool = urllib3.HTTPSConnectionPool(self.host.ip, 443, server_hostname="acme.test", assert_hostname=False,
+                                           cert_reqs="CERT_NONE", retries=False, timeout=5)
+        response = pool.request("GET", "/health/", headers={"Host": "acme.test"})
+        assert response.status == 200, response.data
+        return json.loads(response.data)
+
+    def live_sha(self) -> str:
+        return self.health()["version"]["git_sha"]
+
+    def load(self) -> Load:
+        return Load(self.host.ip, "acme.test", rate=40)
+
+    def release(self, ref: str, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.client.fab("-H", "deploy@vps", "release", "--ref", ref, *extra, check=check)
+
+
+def assert_no_drops(load: Load) -> None:
+    assert load.total / load.seconds >= MIN_RATE, load.summary()
+    assert load.failed == 0, load.summary()
+
+
+@pytest.fixture(scope="module", params=["bookworm", "trixie"])
+def site(request, host_factory, tmp_path_factory):
+    host = host_factory(suite=request.param)
+    root = tmp_path_factory.mktemp(f"release-{request.param}")
+    tags = build_site_repo(root / "site")
+    client = make_client(root / "site", site_config(host), {"vps": (host, "root")})
+    client.fab("provision")
+    subprocess.run(["git", "clone", "-q", "--bare", str(root / "site"), str(root / "site.git")], check=True)
+    tar = subprocess.run(["tar", "-C", str(root), "-c", "site.git"], capture_output=True, check=True).stdout
+    subprocess.run(["ssh", "-F", str(root / "site" / "ssh_config"), "vps",
+                    "mkdir -p /srv/git && tar -x -C /srv/git && chown -R deploy: /srv/git"], input=tar, check=True)
+    deployed = Deployed(host, client, tags)
+    first = deployed.release("v1")
+    assert "built a new venv" in first.stdout
+    assert deployed.live_sha() == tags["v1"]
+    return deployed
+
+
+def test_good_release_under_load_reuses_the_venv(site):
+    venvs = site.host.ssh("ls /srv/sum/acme/venvs").stdout
+    with site.load() as load:
+        out = site.release("v1.2")
+    assert_no_drops(load)
+    assert site.live_sha() == site.tags["v1.2"]
+    assert "requirements unchanged: venv reused, nothing downloaded" in out.stdout
+    assert site.host.ssh("ls /srv/sum/acme/venvs").stdout == venvs
+    page = site.host.ssh("curl -sk --resolve acme.test:443:127.0.0.1 https://acme.test/").stdout
+    assert HEADINGS["v1.2"] in page
+    assert re.search(r"\[deploy@vps\] release v1.2: \S+ live \(", out.stdout)
+    # Exactly one colour serves between releases, and its unit passes systemd-analyze.
+    active = site.host.ssh("systemctl is-active sum-acme-gunicorn@blue sum-acme-gunicorn@green", check=False).stdout.split()
+    assert sorted(active) == ["active", "inactive"]
+    live = "blue" if active[0] == "active" else "green"
+    site.host.ssh(f"systemd-analyze verify /etc/systemd/system/sum-acme-gunicorn@{live}.service")
+    assert site.host.ssh("stat -c '%a %U %G' /run/sum/acme/*.sock").stdout.split() == ["660", "deploy", "www-data"]
+
+
+def test_pending_migrations_take_a_backup_first(site):
+    out = site.release("v2")
+    assert "1 pending migrations" in out.stdout
+    assert site.live_sha() == site.tags["v2"]
+    records = [json.loads(line) for line in site.host.ssh("cat /srv/sum/acme/releases.jsonl").stdout.splitlines()]
+    backup = records[-1]["backup"]
+    assert records[-1]["result"] == "good" and records[-1]["sha"] == site.tags["v2"]
+    assert backup.startswith("/srv/sum/acme/backups/") and backup in out.stdout
+    assert site.host.ssh(f"gzip -t {backup} && zcat {backup} | grep -c 'CREATE TABLE'").stdout.strip() != "0"
+
+
+@pytest.mark.parametrize("tag,step", [
+    ("bad-migration", "migrate and collectstatic"),
+    ("bad-import", "and wait for /health/"),
+    ("bad-health", "and wait for /health/"),
+    ("bad-urls", "and wait for /health/"),
+    ("no-such-tag", "fetch no-such-tag"),
+])
+def test_failing_release_leaves_the_old_one_serving(site, tag, step):
+    before = site.live_sha()
+    with site.load() as load:
+        out = site.release(tag, check=False)
+    assert_no_drops(load)
+    assert out.returncode != 0
+    assert re.search(rf"FAILED on deploy@vps at step '[^']*{re.escape(step)}[^']*'", out.stderr), out.stderr
+    assert "the previous release is still serving" in out.stderr or tag == "no-such-tag"
+    assert site.live_sha() == before
+    active = site.host.ssh("systemctl is-active sum-acme-gunicorn@blue sum-acme-gunicorn@green", check=False).stdout.split()
+    assert sorted(active) == ["active", "inactive"]
+    last = json.loads(site.host.ssh("tail -n 1 /srv/sum/acme/releases.jsonl").stdout)
+    if tag != "no-such-tag":
+        assert last["result"].startswith("failed") and last["ref"] == tag
+
+
+def test_changed_requirements_build_a_new_venv_beside_the_live_one(site):
+    live_venv = site.host.ssh("readlink /srv/sum/acme/current/.venv").stdout.strip()
+    out = site.release("v3-reqs")
+    assert "built a new venv" in out.stdout
+    assert site.live_sha() == site.tags["v3-reqs"]
+    new_venv = site.host.ssh("readlink /srv/sum/acme/current/.venv").stdout.strip()
+    assert new_venv != live_venv
+    assert site.host.ssh(f"{new_venv}/bin/pip show humanize", check=False).returncode == 0
+    assert site.host.ssh(f"{live_venv}/bin/pip show humanize", check=False).returncode != 0
+
+
+def test_rollback_under_load_is_instant_and_health_gated(site):
+    with site.load() as load:
+        out = site.client.fab("rollback")
+    assert_no_drops(load)
+    assert site.live_sha() == site.tags["v2"]
+    assert "python environment" not in out.stdout and "migrate" not in out.stdout.replace("database migrations", "")
+
+
+def test_rollback_past_migrations_needs_force(site):
+    refused = site.client.fab("rollback", "--to", "v1", check=False)
+    assert refused.returncode != 0
+    assert "migrations" in refused.stderr and "notes 0002" in refused.stderr
+    assert "/srv/sum/acme/backups/" in refused.stderr
+    assert site.live_sha() == site.tags["v2"]
+    site.client.fab("rollback", "--to", "v1", "--force")
+    assert site.live_sha() == site.tags["v1"]
+    site.release("v2")
+
+
+def test_second_release_is_refused_and_a_killed_one_heals(site):
+    argv = [sys.executable, "-m", "fabric", "-H", "deploy@vps", "release", "--ref", "v1.2"]
+    first = subprocess.Popen(argv, cwd=site.client.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while site.host.ssh("test -s /srv/sum/acme/.lock.info", check=False).returncode != 0:
+            assert time.monotonic() < deadline and first.poll() is None, "the first release never took the lock"
+            time.sleep(0.05)
+        second = site.release("v1.2", check=False)
+        assert second.returncode != 0
+        assert "is locked: release v1.2 by " in second.stderr and " since " in second.stderr
+        first.send_signal(signal.SIGKILL)
+    finally:
+        first.kill()
+        first.wait()
+    with site.load() as load:
+        site.release("v1.2")
+    assert_no_drops(load)
+    assert site.live_sha() == site.tags["v1.2"]
+    leftovers = site.host.ssh("ls -a /srv/sum/acme/releases; ls /srv/sum/acme/releases/*/.building", check=False).stdout
+    assert ".incoming" not in leftovers and ".building" not in leftovers
+
+
+def test_server_fetches_the_repo_itself(site):
+    site.client.configure({**site_config(site.host), "repo_url": "file:///srv/git/site.git"})
+    out = site.client.fab("release", "--ref", "v2", "--source", "server")
+    assert "fetch v2 (server)" in out.stdout
+    assert site.live_sha() == site.tags["v2"]
+    assert site.host.ssh("test -d /srv/sum/acme/repo.git").returncode == 0
+
+
+def test_releases_lists_the_records(site):
+    out = site.client.fab("releases").stdout
+    live = [line for line in out.splitlines() if line.startswith(" * ")]
+    assert len(live) == 1 and site.tags["v2"][:12] in live[0]
+    assert "failed: " in out
+
+
+def test_bad_input_is_refused_before_connecting(site):
+    for argv, message in ((("-H", "deploy@vps", "release", "--ref", "v1;id"), "not a valid git ref"),
+                          (("-H", "deploy@vps", "release"), "release needs --ref"),
+                          (("release", "--ref", "v1", "--source", "ftp"), "--source must be one of")):
+        out = site.client.fab(*argv, check=False)
+        assert out.returncode != 0 and message in out.stderr and "[deploy@vps]" not in out.stdout
