@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fabric import Connection
@@ -136,7 +136,7 @@ def parse_backup_time(site: Site, name: str) -> datetime | None:
     match = re.fullmatch(rf"{re.escape(site.site_slug)}_db_(\d{{8}}T\d{{6}}Z)(?:-[a-z0-9-]+)?\.sql\.(?:gz|zst)", name)
     if not match:
         return None
-    return datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    return datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
 
 
 # ---------------------------------------------------------------- the script and its output

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 
 from fabric import Connection
@@ -43,15 +42,23 @@ def parse_health(code: int, body: str) -> Health:
     return Health(code, str(data.get("status") or ""), str(version.get("git_sha") or ""), body)
 
 
-def curl_health(site: Site, socket: str | None = None, timeout: float = 5.0) -> str:
-    """The curl command that prints the body, a newline and the HTTP code of /health/."""
+def curl_target(site: Site, path: str, socket: str | None = None) -> str:
+    """curl arguments reaching `path` on a colour's socket, or through Caddy on the host itself (no DNS needed)."""
     host = site.primary_domain
     if socket:
-        target = f"--unix-socket {q(socket)} http://{host}/health/"
-    else:
-        scheme, port = ("http", 80) if site.tls == "off" else ("https", 443)
-        target = f"-k --resolve {q(f'{host}:{port}:127.0.0.1')} {scheme}://{host}/health/"
-    return f"curl -sS -m {timeout:g} -o - -w '\\n%{{http_code}}' {target}"
+        return f"--unix-socket {q(socket)} http://{host}{path}"
+    scheme, port = ("http", 80) if site.tls == "off" else ("https", 443)
+    return f"-k --resolve {q(f'{host}:{port}:127.0.0.1')} {scheme}://{host}{path}"
+
+
+def curl_health(site: Site, socket: str | None = None, timeout: float = 5.0) -> str:
+    """The curl command that prints the body, a newline and the HTTP code of /health/."""
+    return f"curl -sS -m {timeout:g} -o - -w '\\n%{{http_code}}' {curl_target(site, '/health/', socket)}"
+
+
+def curl_page(site: Site, path: str) -> str:
+    """The curl command that prints only the HTTP code of `path` through Caddy."""
+    return f"curl -s -m 5 -o /dev/null -w '%{{http_code}}' {curl_target(site, path)}"
 
 
 def probe(c: Connection, site: Site, socket: str | None = None) -> Health:
@@ -62,13 +69,20 @@ def probe(c: Connection, site: Site, socket: str | None = None) -> Health:
 
 
 def wait_healthy(c: Connection, site: Site, socket: str | None = None, timeout: float | None = None) -> Health:
-    """Probe until healthy or `timeout` (default ``sum.health_timeout``) runs out; returns the last answer."""
-    deadline = time.monotonic() + (timeout if timeout is not None else site.health_timeout)
-    while True:
-        health = probe(c, site, socket)
-        if health.ok or time.monotonic() >= deadline:
-            return health
-        time.sleep(0.25)
+    """Probe until /health/ answers 200 or `timeout` (default ``sum.health_timeout``) runs out; returns the last answer.
+
+    The polling loop runs on the host, so waiting costs one round trip, not one per probe.
+    """
+    seconds = int(timeout if timeout is not None else site.health_timeout)
+    script = (
+        f"end=$(( $(date +%s) + {seconds} )); "
+        f"while :; do out=$({curl_health(site, socket, timeout=min(5, max(seconds, 1)))}); "
+        "[ \"$(printf '%s' \"$out\" | tail -n 1)\" = 200 ] && break; "
+        "[ \"$(date +%s)\" -ge \"$end\" ] && break; sleep 0.05; done; printf '%s' \"$out\""
+    )
+    result = run(c, script, warn=True, timeout=seconds + 30)
+    body, _, code = result.stdout.rpartition("\n")
+    return parse_health(int(code) if code.strip().isdigit() else 0, body)
 
 
 def colour_socket(site: Site, colour: str) -> str:

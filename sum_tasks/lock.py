@@ -12,7 +12,7 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from fabric import Connection
 from invoke.exceptions import Exit
@@ -28,7 +28,7 @@ def lock_paths(site: Site) -> tuple[str, str]:
 
 
 def holder_text(action: str) -> str:
-    since = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    since = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
     return f"{action} by {getpass.getuser()}@{socket.gethostname()} since {since}"
 
 

@@ -17,7 +17,7 @@ from .config import Site
 from .credentials import new_secret, scram_sha256
 from .ops import Op, absent_op, converge, dirs_op, file_op
 from .output import Report, StepError, add_secret
-from .remote import host_label, q, run, targets
+from .remote import host_label, parse_sections, q, run, targets
 from .templating import render
 
 BASE_PACKAGES = (
@@ -96,7 +96,8 @@ def package_plan(site: Site, os: OsRelease) -> list[Op]:
 
 def sudo_commands(site: Site) -> list[str]:
     """The exact commands the deploy user may run as root: its own units, a few verbs, nothing else."""
-    units = [(f"{site.unit_prefix}-gunicorn@{colour}.service", ("start", "stop", "restart", "reset-failed")) for colour in COLOURS]
+    units = [(f"{site.unit_prefix}-gunicorn@{colour}.service", ("start", "stop", "--no-block stop", "restart", "reset-failed"))
+             for colour in COLOURS]
     if site.celery:
         units.append((f"{site.unit_prefix}-celery.service", ("start", "stop", "restart")))
     commands = [f"{path} {verb} {unit}" for path in SYSTEMCTL_PATHS for unit, verbs in units for verb in verbs]
@@ -325,18 +326,6 @@ echo "@@caddyfile"; cat /etc/caddy/Caddyfile 2>/dev/null
 echo "@@ssh_ports"; sshd -T 2>/dev/null | awk '$1 == "port" {{print $2}}'
 echo "@@pg_port"; pg_lsclusters -h 2>/dev/null | sort -k4,4r | awk '{{print $3; exit}}'
 """
-
-
-def parse_sections(text: str) -> dict[str, str]:
-    sections: dict[str, list[str]] = {}
-    current = None
-    for line in text.splitlines(keepends=True):
-        if line.startswith("@@"):
-            current = line[2:].strip()
-            sections[current] = []
-        elif current:
-            sections[current].append(line)
-    return {k: "".join(v) for k, v in sections.items()}
 
 
 def read_facts(c: Connection, site: Site) -> Facts:

@@ -23,7 +23,7 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fabric import Connection
@@ -31,12 +31,13 @@ from invoke import Context, task
 from invoke.exceptions import Exit
 
 from .config import Site
-from .health import colour_socket, probe, wait_healthy
+from .db import backup as db_backup
+from .health import colour_socket, curl_page, probe, wait_healthy
 from .lock import site_lock
 from .lock import unlock as unlock_site
 from .output import Report, StepError
 from .provision import COLOURS, project_dir
-from .remote import host_label, q, targets
+from .remote import host_label, parse_sections, q, targets
 
 REF_RE = re.compile(r"^(?!-)(?!.*\.\.)(?!.*@\{)(?!.*//)[A-Za-z0-9._/@+-]{1,200}(?<![./])(?<!\.lock)$")
 GIT_REQ_RE = re.compile(r"git\+\S+?(?:@(?P<ref>[^#\s@/]+))?(?:#\S*)?$")
@@ -128,7 +129,7 @@ def choose_source(site: Site, source: str) -> str:
 
 
 def new_release_id(sha: str, now: datetime | None = None) -> str:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return f"{now:%Y%m%dT%H%M%S}Z-{sha[:8]}"
 
 
@@ -220,10 +221,9 @@ class Host:
         self.c, self.site, self.report = c, site, report
         self.layout = Layout(site.root)
 
-    def sh(self, script: str, what: str, hint: str = "", stdin: str | None = None, timeout: float | None = None) -> str:
+    def sh(self, script: str, what: str, hint: str = "", timeout: float | None = None) -> str:
         """Run as the connecting (deploy) user; a failure becomes a `StepError` with the output's tail."""
-        kwargs = {"in_stream": io.StringIO(stdin)} if stdin is not None else {}
-        result = self.c.run(f"sh -c {q(script)}", hide=True, warn=True, timeout=timeout, **kwargs)
+        result = self.c.run(f"sh -c {q(script)}", hide=True, warn=True, timeout=timeout)
         if not result.ok:
             tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
             raise StepError(f"{what} (exit status {result.exited})\n{tail}", hint)
@@ -245,41 +245,35 @@ class Host:
 
     def state(self) -> dict:
         """Live release, each colour's release, records and release dirs, in one round trip."""
-        lay = self.layout
         script = (
             f"cd {q(self.site.root)} || exit 3\n"
-            "echo \"@@current\"; readlink current 2>/dev/null\n"
-            + "".join(f"echo \"@@{c}\"; readlink {q('colours/' + c)} 2>/dev/null\n" for c in COLOURS)
-            + f"echo \"@@active\"; systemctl is-active {' '.join(q(self.unit(c)) for c in COLOURS)} 2>/dev/null\n"
-            "echo \"@@dirs\"; ls -1 releases 2>/dev/null\n"
-            "echo \"@@building\"; ls -1d releases/*/.building 2>/dev/null\n"
-            f"echo \"@@records\"; cat {q(lay.records)} 2>/dev/null\n"
+            "echo @@current; readlink current\n"
+            + "".join(f"echo @@{c}; readlink colours/{c}\n" for c in COLOURS)
+            + f"echo @@active; systemctl is-active {' '.join(q(self.unit(c)) for c in COLOURS)}\n"
+            "echo @@dirs; ls -1 releases\n"
+            "echo @@building; ls -1d releases/*/.building releases/.incoming-*\n"
+            "echo @@records; cat releases.jsonl\n"
+            "echo @@venvs; ls -1 venvs\n"
         )
-        result = self.c.run(f"sh -c {q(script)}", hide=True, warn=True)
+        result = self.c.run(f"sh -c {q(script)} 2>/dev/null", hide=True, warn=True)
         if result.exited == 3:
             raise StepError(f"{self.site.root} does not exist", "run `fab provision` first")
-        sections: dict[str, list[str]] = {}
-        key = ""
-        for line in result.stdout.splitlines():
-            if line.startswith("@@"):
-                key = line[2:]
-                sections[key] = []
-            elif key:
-                sections[key].append(line)
-        active = sections.get("active", [])
+        sections = parse_sections(result.stdout)
+        active = sections.get("active", "").split()
         return {
-            "current": link_name(sections.get("current")),
-            "colours": {c: link_name(sections.get(c)) for c in COLOURS},
+            "current": link_name(sections.get("current", "")),
+            "colours": {c: link_name(sections.get(c, "")) for c in COLOURS},
             "active": {c: (active[i] if i < len(active) else "") == "active" for i, c in enumerate(COLOURS)},
-            "dirs": set(sections.get("dirs", [])),
-            "building": [p.split("/")[1] for p in sections.get("building", [])],
-            "records": parse_records("\n".join(sections.get("records", []))),
+            "dirs": set(sections.get("dirs", "").split()),
+            "building": [p.split("/")[1] for p in sections.get("building", "").split()],
+            "records": parse_records(sections.get("records", "")),
+            "venvs": sections.get("venvs", "").split(),
         }
 
 
-def link_name(lines: list[str] | None) -> str:
+def link_name(target: str) -> str:
     """The release id a symlink's target names (its last path component)."""
-    return lines[0].rstrip("/").rsplit("/", 1)[-1] if lines and lines[0] else ""
+    return target.strip().rstrip("/").rsplit("/", 1)[-1]
 
 
 def live_colour(state: dict) -> str:
@@ -293,23 +287,20 @@ def idle_colour(state: dict) -> str:
 
 def clean_up(h: Host, state: dict) -> list[str]:
     """Undo what a killed release left: a colour running something not live, half-built release dirs."""
-    done = []
+    done, script = [], []
     live = live_colour(state)
     for colour in COLOURS:
-        if colour == live:
-            continue
-        if state["active"][colour]:
+        if colour != live and state["active"][colour]:
             h.systemctl("stop", colour)
             done.append(f"stopped stale {colour}")
-        if state["colours"][colour]:
-            h.sh(f"rm -f {q(h.layout.colour(colour))}", "remove stale colour link")
-    if h.c.run(f"ls -d {q(h.layout.releases)}/.incoming-* >/dev/null 2>&1", hide=True, warn=True).ok:
-        h.sh(f"rm -rf {q(h.layout.releases)}/.incoming-*", "remove half-fetched code")
-        done.append("removed half-fetched code")
-    for release_id in state["building"]:
-        h.sh(f"rm -rf {q(h.layout.release(release_id))}", "remove half-built release")
-        state["dirs"].discard(release_id)
-        done.append(f"removed half-built {release_id}")
+        if colour != live and state["colours"][colour]:
+            script.append(f"rm -f {q(h.layout.colour(colour))}")
+    for name in state["building"]:
+        script.append(f"rm -rf {q(h.layout.releases + '/' + name)}")
+        state["dirs"].discard(name)
+        done.append(f"removed half-built {name}")
+    if script:
+        h.sh("\n".join(script), "clean up after an interrupted release")
     return done
 
 
@@ -321,55 +312,61 @@ def resolve_local(repo: str, ref: str) -> str:
     return result.stdout.strip()
 
 
-def fetch_code(h: Host, ref: str, source: str, repo: str, dest: str) -> str:
-    """Put the commit `ref` names into `dest`; returns its SHA."""
+def fetch_code(h: Host, ref: str, source: str, repo: str, staging: str) -> tuple[str, str]:
+    """Unpack the commit `ref` names into `staging`; returns its SHA and the requirements.txt it has."""
     lay = h.layout
+    unpack = f"mkdir {q(staging)} && touch {q(staging)}/.building && "
     if source == "local":
         sha = resolve_local(repo, ref)
         archive = subprocess.run(["git", "-C", repo, "archive", "--format=tar.gz", sha], capture_output=True, check=True).stdout
-        tmp = f"{dest}/.source.tar.gz"
-        h.c.put(io.BytesIO(archive), tmp)
-        h.sh(f"tar -xzf {q(tmp)} -C {q(dest)} && rm -f {q(tmp)}", "unpack the commit")
-        return sha
-    url = h.site.repo_url
-    h.sh(
-        f"if [ -d {q(lay.repo)} ]; then git -C {q(lay.repo)} remote set-url origin {q(url)} && "
-        f"git -C {q(lay.repo)} fetch --quiet --prune --tags origin '+refs/*:refs/*'; "
-        f"else git clone --quiet --mirror {q(url)} {q(lay.repo)}; fi",
-        f"fetch {url}", "check the server's deploy key can read sum.repo_url",
-    )
-    out = h.c.run(f"git -C {q(lay.repo)} rev-parse --verify --quiet {q(ref + '^{commit}')}", hide=True, warn=True)
-    if not out.ok:
-        raise StepError(f"ref {ref!r} does not resolve to a commit in {url}", "push the tag or branch, or check the spelling")
-    sha = out.stdout.strip()
-    h.sh(f"git -C {q(lay.repo)} archive --format=tar {q(sha)} | tar -x -C {q(dest)}", "extract the commit")
-    return sha
-
-
-def ensure_venv(h: Host, release_dir: str) -> tuple[str, bool]:
-    """Link the release to the venv for its requirements, building it only if no release had them before."""
-    requirements = h.sh(f"cat {q(release_dir)}/requirements.txt", "read requirements.txt", "the client repo needs a requirements.txt")
-    digest = requirements_digest(requirements.encode(), h.site.python)
-    venv = h.layout.venv(digest)
-    reused = h.c.run(f"test -e {q(venv)}/.complete", hide=True, warn=True).ok
-    if not reused:
+        h.c.put(io.BytesIO(archive), f"{staging}.tar.gz")
+        unpack += f"tar -xzf {q(staging)}.tar.gz -C {q(staging)} && rm -f {q(staging)}.tar.gz"
+    else:
+        url = h.site.repo_url
         h.sh(
-            f"rm -rf {q(venv)} && {q(h.site.python)} -m venv {q(venv)} && "
-            f"{q(venv)}/bin/pip install --disable-pip-version-check --no-input --progress-bar off -r {q(release_dir)}/requirements.txt && "
-            f"touch {q(venv)}/.complete",
-            "pip install -r requirements.txt", "read the pip output above; fix requirements.txt and release again", timeout=1800,
+            f"if [ -d {q(lay.repo)} ]; then git -C {q(lay.repo)} remote set-url origin {q(url)} && "
+            f"git -C {q(lay.repo)} fetch --quiet --prune --tags origin '+refs/*:refs/*'; "
+            f"else git clone --quiet --mirror {q(url)} {q(lay.repo)}; fi",
+            f"fetch {url}", "check the server's deploy key can read sum.repo_url",
         )
-    h.sh(f"ln -sfn {q(venv)} {q(release_dir)}/.venv", "link the venv")
-    return requirements, reused
+        out = h.c.run(f"git -C {q(lay.repo)} rev-parse --verify --quiet {q(ref + '^{commit}')}", hide=True, warn=True)
+        if not out.ok:
+            raise StepError(f"ref {ref!r} does not resolve to a commit in {url}", "push the tag or branch, or check the spelling")
+        sha = out.stdout.strip()
+        unpack += f"git -C {q(lay.repo)} archive --format=tar {q(sha)} | tar -x -C {q(staging)}"
+    requirements = h.sh(f"{unpack} && cat {q(staging)}/requirements.txt", "unpack the commit",
+                        "the client repo needs a requirements.txt at its top level")
+    return sha, requirements
+
+
+def place_release(h: Host, staging: str, release_dir: str, sha: str, release_id: str, venv: str) -> bool:
+    """Name the release dir, give the app its GIT_SHA and release id, link the venv; True if the venv already exists."""
+    out = h.sh(
+        f"mv -T {q(staging)} {q(release_dir)} && "
+        f"printf 'GIT_SHA=%s\\nSUM_RELEASE_ID=%s\\n' {q(sha)} {q(release_id)} > {q(release_dir)}/.release.env && "
+        f"ln -sfn {q(venv)} {q(release_dir)}/.venv && if [ -e {q(venv)}/.complete ]; then echo reused; fi",
+        "place the release",
+    )
+    return out.strip() == "reused"
+
+
+def build_venv(h: Host, venv: str, release_dir: str) -> None:
+    """A new venv from the release's requirements.txt, never touching the live one."""
+    h.sh(
+        f"rm -rf {q(venv)} && {q(h.site.python)} -m venv {q(venv)} && "
+        f"{q(venv)}/bin/pip install --disable-pip-version-check --no-input --progress-bar off -r {q(release_dir)}/requirements.txt && "
+        f"touch {q(venv)}/.complete",
+        "pip install -r requirements.txt", "read the pip output above; fix requirements.txt and release again", timeout=1800,
+    )
 
 
 def manage(h: Host, release_dir: str, mode: str) -> tuple[int, str]:
     """Run the migration/collectstatic script in the release with the site's environment."""
     script = (
         f"cd {q(release_dir)} && set -a && . {q(h.site.root)}/.env && . ./.release.env && set +a && "
-        f"exec .venv/bin/python - {mode}"
+        f"exec .venv/bin/python -c {q(MANAGE_SCRIPT)} {mode}"
     )
-    result = h.c.run(f"sh -c {q(script)}", hide=True, warn=True, in_stream=io.StringIO(MANAGE_SCRIPT))
+    result = h.c.run(f"sh -c {q(script)}", hide=True, warn=True)
     return result.exited, result.stdout + result.stderr
 
 
@@ -377,30 +374,32 @@ def pending_migrations(output: str) -> list[str]:
     return [line.split(" ", 1)[1] for line in output.splitlines() if line.startswith("PENDING ")]
 
 
-def take_backup(h: Host, label: str) -> str:
-    """A verified database backup before migrations (the db module's when present)."""
-    try:
-        from .db import backup
-    except ImportError:
-        backup = None
-    if backup is not None:
-        return backup(h.c, h.site, h.report, label=label)
-    path = f"{h.site.root}/backups/{h.site.site_slug}_db_{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.sql.gz"
-    h.sh(
-        f"set -a; . {q(h.site.root)}/.env; set +a; export PGPASSWORD=\"$DJANGO_DB_PASSWORD\"; umask 077; "
-        f"pg_dump -h \"$DJANGO_DB_HOST\" -U \"$DJANGO_DB_USER\" --no-owner --no-privileges --clean --if-exists \"$DJANGO_DB_NAME\" "
-        f"| gzip -1 > {q(path)}.partial && mv {q(path)}.partial {q(path)}",
-        "pg_dump before migrating",
-    )
-    return path
+def needs_django(changed: list[str]) -> bool:
+    """Whether files changed between two commits can need migrate or collectstatic (same requirements)."""
+    for path in changed:
+        parts = path.split("/")
+        if "migrations" in parts or "static" in parts or any(part.startswith("settings") for part in parts):
+            return True
+    return False
+
+
+def changed_files(h: Host, source: str, repo: str, old: str, new: str) -> list[str] | None:
+    """Paths that differ between two commits, or None when that cannot be told."""
+    if source == "local":
+        result = subprocess.run(["git", "-C", repo, "diff", "--name-only", old, new], capture_output=True, text=True, check=False)
+        return result.stdout.splitlines() if result.returncode == 0 else None
+    result = h.c.run(f"git -C {q(h.layout.repo)} diff --name-only {q(old)} {q(new)}", hide=True, warn=True)
+    return result.stdout.splitlines() if result.ok else None
 
 
 def start_colour(h: Host, colour: str, release_dir: str) -> None:
     """Point `colour` at the release, start it, and wait for it to answer /health/ on its own socket."""
-    link = h.layout.colour(colour)
-    h.sh(f"ln -sfn {q(release_dir)} {q(link)}.tmp && mv -T {q(link)}.tmp {q(link)}", "point the colour at the release")
-    h.systemctl("reset-failed", colour, warn=True)
-    h.systemctl("start", colour)
+    link, unit = h.layout.colour(colour), q(h.unit(colour))
+    h.sh(
+        f"ln -sfn {q(release_dir)} {q(link)}.tmp && mv -T {q(link)}.tmp {q(link)} && "
+        f"{{ sudo -n /usr/bin/systemctl reset-failed {unit} 2>/dev/null; sudo -n /usr/bin/systemctl start {unit}; }}",
+        f"start {colour}", "check `fab logs` and the sudoers rule from provision",
+    )
     health = wait_healthy(h.c, h.site, colour_socket(h.site, colour))
     if not health.ok:
         body = health.body.strip()[:300]
@@ -412,28 +411,40 @@ def start_colour(h: Host, colour: str, release_dir: str) -> None:
 
 
 def stop_colour(h: Host, colour: str) -> None:
-    h.systemctl("stop", colour, warn=True)
-    h.sh(f"rm -f {q(h.layout.colour(colour))}", "remove the colour link")
+    h.c.run(f"sudo -n /usr/bin/systemctl stop {q(h.unit(colour))}; rm -f {q(h.layout.colour(colour))}", hide=True, warn=True)
 
 
 def switch(h: Host, release_dir: str, old_colour: str) -> None:
     """Make the release current (one rename), then stop the old colour: Caddy retries its requests on the new one."""
     current = h.layout.current
-    h.sh(f"ln -sfn {q(release_dir)} {q(current)}.tmp && mv -T {q(current)}.tmp {q(current)}", "switch current")
+    script = f"ln -sfn {q(release_dir)} {q(current)}.tmp && mv -T {q(current)}.tmp {q(current)}"
     if old_colour:
-        h.systemctl("stop", old_colour)
-        h.sh(f"rm -f {q(h.layout.colour(old_colour))}", "remove the old colour link")
+        script += f" && sudo -n /usr/bin/systemctl --no-block stop {q(h.unit(old_colour))} && rm -f {q(h.layout.colour(old_colour))}"
     if h.site.celery:
-        h.systemctl("restart", f"{h.site.unit_prefix}-celery.service")
+        script += f" && sudo -n /usr/bin/systemctl restart {q(h.site.unit_prefix + '-celery.service')}"
+    h.sh(script, "switch to the new release")
 
 
-def record(h: Host, entry: dict) -> None:
-    line = json.dumps(entry, sort_keys=True)
-    h.sh(f"printf '%s\\n' {q(line)} >> {q(h.layout.records)}", "write the release record")
+def record_and_prune(h: Host, state: dict, entry: dict) -> list[str]:
+    """Append the release record; after a good release, delete old releases and the venvs nothing uses any more."""
+    script = f"printf '%s\\n' {q(json.dumps(entry, sort_keys=True))} >> {q(h.layout.records)}"
+    doomed: list[str] = []
+    if entry.get("result") == "good":
+        records = state["records"] + [entry]
+        present = state["dirs"] | {entry["id"]}
+        doomed = prune_list(records, present, entry["id"], h.site.keep_releases)
+        kept = present - set(doomed)
+        used = {r.get("venv") for r in records if r["id"] in kept}
+        unused = [v for v in state["venvs"] if v not in used]
+        paths = [h.layout.release(r) for r in doomed] + [h.layout.venv(v) for v in unused]
+        if paths:
+            script += " && rm -rf " + " ".join(q(p) for p in paths)
+    h.sh(script, "write the release record")
+    return doomed
 
 
 def smoke_checks(h: Host) -> None:
-    """/health/ through Caddy on the host itself (no DNS needed), /sitemap.xml, and from here when the domain resolves."""
+    """/health/ and /sitemap.xml through Caddy on the host itself (no DNS needed), and from here when the domain resolves."""
     site = h.site
     with h.report.step("smoke check through caddy") as step:
         health = probe(h.c, site)
@@ -441,13 +452,7 @@ def smoke_checks(h: Host) -> None:
             step.note(health.describe())
         else:
             step.warn(f"/health/ through Caddy: {health.describe()}; the release is live, check Caddy (`fab logs --service caddy`)")
-        scheme = "http" if site.tls == "off" else "https"
-        port = 80 if site.tls == "off" else 443
-        sitemap = h.c.run(
-            f"curl -sk -o /dev/null -m 5 -w '%{{http_code}}' --resolve {q(f'{site.primary_domain}:{port}:127.0.0.1')} "
-            f"{scheme}://{site.primary_domain}/sitemap.xml",
-            hide=True, warn=True,
-        ).stdout.strip()
+        sitemap = h.c.run(curl_page(site, "/sitemap.xml"), hide=True, warn=True).stdout.strip()
         step.note(f"sitemap.xml HTTP {sitemap or 'no answer'} (not blocking)")
         step.note(remote_check(site))
 
@@ -468,95 +473,87 @@ def remote_check(site: Site) -> str:
         return f"from here: {type(err).__name__}"
 
 
-def prune(h: Host, live: str) -> list[str]:
-    state = h.state()
-    doomed = prune_list(state["records"], state["dirs"], live, h.site.keep_releases)
-    if not doomed:
-        return []
-    keep = state["dirs"] - set(doomed)
-    paths = " ".join(q(h.layout.release(r)) for r in doomed)
-    kept_venvs = " ".join(q(h.layout.release(r) + "/.venv") for r in keep)
-    h.sh(
-        f"rm -rf {paths}; cd {q(h.site.root)}/venvs || exit 0; "
-        f"used=$(for l in {kept_venvs}; do readlink \"$l\"; done); "
-        "for v in */; do v=${v%/}; case \"$used\" in *\"/$v\"*) ;; *) rm -rf \"$v\";; esac; done",
-        "prune old releases",
-    )
-    return doomed
+def prepare(h: Host, state: dict, entry: dict, release_dir: str, source: str, repo: str, strict: bool, requirements: str) -> None:
+    """Everything before the switch that needs the release's own code: pins, venv, migrations, static files."""
+    site, report = h.site, h.report
+    with report.step("python environment") as step:
+        loose = unpinned(requirements)
+        if loose and (strict or site.strict_pins):
+            raise StepError("git requirements follow a branch, not a tag or commit:\n" + "\n".join(loose),
+                            "pin them to a tag or commit (runbook section 10), or drop --strict")
+        for line in loose:
+            step.warn(f"git requirement not pinned to a tag or commit: {line}")
+        venv = h.layout.venv(entry["venv"])
+        if entry.pop("reused"):
+            step.note("requirements unchanged: venv reused, nothing downloaded")
+        else:
+            build_venv(h, venv, release_dir)
+            step.changed("built a new venv")
+            for line in h.sh(f"{q(venv)}/bin/pip freeze --all", "pip freeze").splitlines():
+                if "git+" in line:
+                    step.note(f"from git: {line}")
+    live = next((r for r in state["records"] if r["id"] == state["current"]), {})
+    with report.step("migrate and collectstatic") as step:
+        if live.get("venv") == entry["venv"] and live.get("sha"):
+            changed = changed_files(h, source, repo, live["sha"], entry["sha"])
+            if changed is not None and not needs_django(changed):
+                step.note("no migration, static file or settings changed since the live release: skipped")
+                return
+        status, output = manage(h, release_dir, "check")
+        if status == PENDING:
+            step.note(f"{len(pending_migrations(output))} pending migrations")
+            entry["backup"] = db_backup(h.c, site, report, label="pre-" + entry["id"].lower())
+            step.note(f"backup {entry['backup']}")
+            status, output = manage(h, release_dir, "apply")
+        if status != 0:
+            tail = "\n".join(output.strip().splitlines()[-15:])
+            raise StepError(f"migrate/collectstatic failed (exit status {status})\n{tail}",
+                            "the previous release is still serving; fix the migration and release again")
 
 
 def do_release(c: Connection, site: Site, ref: str, source: str, strict: bool, repo: str) -> dict:
     report = Report(f"release {ref}", host_label(c))
     h = Host(c, site, report)
     started = time.monotonic()
-    entry: dict = {"ref": ref, "who": who(), "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "backup": ""}
+    entry: dict = {"ref": ref, "who": who(), "at": datetime.now(UTC).isoformat(timespec="seconds"), "backup": ""}
     with site_lock(c, site, f"release {ref}"):
         with report.step("state") as step:
             state = h.state()
             for note in clean_up(h, state):
                 step.changed(note)
-        old = live_colour(state)
-        colour = idle_colour(state)
+        old, colour = live_colour(state), idle_colour(state)
+        staging = f"{h.layout.releases}/.incoming-{int(time.time() * 1000)}"
         release_dir = ""
         try:
             with report.step(f"fetch {ref} ({source})") as step:
-                staging = f"{h.layout.releases}/.incoming-{int(time.time() * 1000)}"
-                h.sh(f"mkdir -p {q(staging)} && touch {q(staging)}/.building", "create the release dir")
-                entry["sha"] = fetch_code(h, ref, source, repo, staging)
+                entry["sha"], requirements = fetch_code(h, ref, source, repo, staging)
                 entry["id"] = new_release_id(entry["sha"])
+                entry["venv"] = requirements_digest(requirements.encode(), site.python)
                 release_dir = h.layout.release(entry["id"])
-                h.sh(f"mv -T {q(staging)} {q(release_dir)}", "name the release dir")
-                h.sh(f"printf 'GIT_SHA=%s\\nSUM_RELEASE_ID=%s\\n' {q(entry['sha'])} {q(entry['id'])} > {q(release_dir)}/.release.env",
-                     "write .release.env")
+                entry["reused"] = place_release(h, staging, release_dir, entry["sha"], entry["id"], h.layout.venv(entry["venv"]))
                 step.note(f"{entry['sha'][:12]} as {entry['id']}")
-            with report.step("python environment") as step:
-                requirements, reused = ensure_venv(h, release_dir)
-                step.note("requirements unchanged: venv reused, nothing downloaded" if reused else "built a new venv")
-                if not reused:
-                    step.changed()
-                loose = unpinned(requirements)
-                if loose and (strict or site.strict_pins):
-                    raise StepError("git requirements follow a branch, not a tag or commit:\n" + "\n".join(loose),
-                                    "pin them to a tag or commit (runbook section 10), or drop --strict")
-                for line in loose:
-                    step.warn(f"git requirement not pinned to a tag or commit: {line}")
-                if not reused:
-                    freeze = h.sh(f"{q(release_dir)}/.venv/bin/pip freeze --all", "pip freeze")
-                    for line in freeze.splitlines():
-                        if "git+" in line:
-                            step.note(f"from git: {line}")
-            with report.step("migrate and collectstatic") as step:
-                status, output = manage(h, release_dir, "check")
-                if status == PENDING:
-                    step.note(f"{len(pending_migrations(output))} pending migrations")
-                    entry["backup"] = take_backup(h, "pre-" + entry["id"].lower())
-                    step.note(f"backup {entry['backup']}")
-                    status, output = manage(h, release_dir, "apply")
-                if status != 0:
-                    tail = "\n".join(output.strip().splitlines()[-15:])
-                    raise StepError(f"migrate/collectstatic failed (exit status {status})\n{tail}",
-                                    "the previous release is still serving; fix the migration and release again")
+            prepare(h, state, entry, release_dir, source, repo, strict, requirements)
             with report.step(f"start {colour} and wait for /health/"):
                 start_colour(h, colour, release_dir)
             with report.step("switch") as step:
                 h.sh(f"rm -f {q(release_dir)}/.building", "mark the release built")
                 switch(h, release_dir, old)
-                step.changed(f"{colour} live, {old or 'nothing'} stopped")
+                step.changed(f"{colour} live, {old or 'nothing'} stopping")
         except BaseException:
             failed = report.steps[-1].name if report.steps else "release"
             stop_colour(h, colour)
             if release_dir:
                 h.c.run(f"rm -f {q(release_dir)}/.building && touch {q(release_dir)}/.failed", hide=True, warn=True)
             else:
-                h.c.run(f"rm -rf {q(h.layout.releases)}/.incoming-*", hide=True, warn=True)
-            entry.update(result=f"failed: {failed}", seconds=round(time.monotonic() - started, 2), colour=colour)
+                h.c.run(f"rm -rf {q(staging)} {q(staging)}.tar.gz", hide=True, warn=True)
             if "id" in entry:
-                record(h, entry)
+                entry.pop("reused", None)
+                entry.update(result=f"failed: {failed}", seconds=round(time.monotonic() - started, 2), colour=colour)
+                record_and_prune(h, state, entry)
             raise
         entry.update(result="good", seconds=round(time.monotonic() - started, 2), colour=colour)
-        record(h, entry)
-        with report.step("prune") as step:
-            removed = prune(h, entry["id"])
+        with report.step("record and prune") as step:
+            removed = record_and_prune(h, state, entry)
             if removed:
                 step.changed(f"removed {len(removed)} old releases")
     smoke_checks(h)
@@ -578,8 +575,8 @@ def do_rollback(c: Connection, site: Site, to: str, force: bool) -> dict:
             step.note(f"{live or 'nothing'} -> {target}")
         target_dir = h.layout.release(target)
         by_id = {r["id"]: r for r in state["records"]}
-        entry = {**{k: by_id[target].get(k) for k in ("ref", "sha")}, "id": target, "who": who(), "rollback": True,
-                 "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "backup": ""}
+        entry = {**{k: by_id[target].get(k) for k in ("ref", "sha", "venv")}, "id": target, "who": who(), "rollback": True,
+                 "at": datetime.now(UTC).isoformat(timespec="seconds"), "backup": ""}
         with report.step("database migrations") as step:
             status, output = manage(h, target_dir, "ahead")
             if status != 0:
@@ -598,12 +595,13 @@ def do_rollback(c: Connection, site: Site, to: str, force: bool) -> dict:
                 start_colour(h, colour, target_dir)
             with report.step("switch") as step:
                 switch(h, target_dir, old)
-                step.changed(f"{colour} live, {old or 'nothing'} stopped")
+                step.changed(f"{colour} live, {old or 'nothing'} stopping")
         except BaseException:
             stop_colour(h, colour)
             raise
         entry.update(result="good", seconds=round(time.monotonic() - started, 2), colour=colour)
-        record(h, entry)
+        with report.step("record and prune"):
+            record_and_prune(h, state, entry)
     smoke_checks(h)
     report.summary(f"{target} live")
     return entry

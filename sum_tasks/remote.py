@@ -50,6 +50,19 @@ def cleanup(c: Connection, path: str) -> None:
     c.run(f"rm -rf {q(path)}", hide=True, warn=True)
 
 
+def parse_sections(text: str) -> dict[str, str]:
+    """Output of a script that prints ``@@name`` before each part, as {name: part}."""
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines(keepends=True):
+        if line.startswith("@@"):
+            current = line[2:].strip()
+            sections[current] = []
+        elif current:
+            sections[current].append(line)
+    return {k: "".join(v) for k, v in sections.items()}
+
+
 def is_local(host: str) -> bool:
     """True when `host` names the machine running fab."""
     host = host.strip("[]")

@@ -21,7 +21,7 @@ from fabric import Config, Connection
 from .trees import ensure_key, ensure_tree, locked, remove_tree, say
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from typing import Self
 
 PREFIX = "sumt-"
 SUBNET = "10.213"

@@ -6,6 +6,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Self
 
 import urllib3
 
@@ -56,7 +57,7 @@ class Load:
                 if key != "ok" and len(self.failures) < 20:
                     self.failures.append(f"{time.strftime('%H:%M:%S')} {key}")
 
-    def __enter__(self) -> Load:
+    def __enter__(self) -> Self:
         self.started = time.monotonic()
         for i in range(self.workers):
             thread = threading.Thread(target=self._worker, args=(i / self.rate,), daemon=True)

@@ -143,7 +143,7 @@ def ensure_tree(suite: str, baked: bool) -> Path:
     """Return the cached root tree for `suite`, building it first if the recipe changed."""
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}, expected one of {SUITES}")
-    base = None if not baked else ensure_tree(suite, baked=False)
+    base = ensure_tree(suite, baked=False) if baked else None
     name = tree_name(suite, baked)
     final = TREES_DIR / name
     if final.is_dir():

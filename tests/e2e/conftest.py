@@ -1,7 +1,6 @@
 """Shared pieces of the end-to-end tests: a client repo wired to booted hosts."""
 
 import pytest
-
 from e2e_support import site_config
 
 from sum_tasks.testing.client import make_client

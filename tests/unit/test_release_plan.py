@@ -1,11 +1,22 @@
 """Release and rollback decisions made from data: refs, venv reuse, pins, records, pruning, rollback targets."""
 
+from datetime import UTC
+
 import pytest
 from invoke.exceptions import Exit
 
 from sum_tasks.release import (
-    backup_undoing, choose_source, good_releases, idle_colour, live_colour, new_release_id, prune_list,
-    requirements_digest, rollback_target, unpinned, validate_ref,
+    backup_undoing,
+    choose_source,
+    good_releases,
+    idle_colour,
+    live_colour,
+    new_release_id,
+    prune_list,
+    requirements_digest,
+    rollback_target,
+    unpinned,
+    validate_ref,
 )
 
 
@@ -33,11 +44,11 @@ def test_source_choice(site_config):
 
 
 def test_release_ids_sort_by_time_and_name_the_commit():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    first = new_release_id("0123456789abcdef", datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc))
+    first = new_release_id("0123456789abcdef", datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
     assert first == "20260102T030405Z-01234567"
-    assert new_release_id("ff" * 20, datetime(2026, 1, 2, 3, 4, 6, tzinfo=timezone.utc)) > first
+    assert new_release_id("ff" * 20, datetime(2026, 1, 2, 3, 4, 6, tzinfo=UTC)) > first
 
 
 def test_venv_follows_exact_requirements_and_interpreter():
