@@ -27,7 +27,7 @@ from .health import colour_socket, wait_healthy
 from .lock import site_lock
 from .ops import Op, file_op
 from .output import Report, StepError
-from .remote import host_label, q, run, targets
+from .remote import host_label, parse_sections, q, run, targets
 from .templating import render
 
 GZIP_COMPRESS = "igzip -1 -c"
@@ -351,8 +351,6 @@ class Entry:
 
 def parse_list(stdout: str) -> tuple[int, list[Entry], dict[str, str], dict[str, str]]:
     """The script's ``list`` output: the host's clock, the backups, and the nightly service and timer properties."""
-    from .provision import parse_sections
-
     sections = parse_sections(stdout)
     now = int(sections.get("now", "0").strip() or 0)
     entries = []

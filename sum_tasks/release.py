@@ -411,7 +411,9 @@ def start_colour(h: Host, colour: str, release_dir: str) -> None:
 
 
 def stop_colour(h: Host, colour: str) -> None:
-    h.c.run(f"sudo -n /usr/bin/systemctl stop {q(h.unit(colour))}; rm -f {q(h.layout.colour(colour))}", hide=True, warn=True)
+    unit = q(h.unit(colour))
+    h.c.run(f"sudo -n /usr/bin/systemctl stop {unit}; sudo -n /usr/bin/systemctl reset-failed {unit}; rm -f {q(h.layout.colour(colour))}",
+            hide=True, warn=True)
 
 
 def switch(h: Host, release_dir: str, old_colour: str) -> None:
