@@ -21,6 +21,7 @@ REPO_RE = re.compile(r"^(?:(?:https?|ssh|git|file)://\S+|[A-Za-z0-9._-]+@[A-Za-z
 ONCALENDAR_RE = re.compile(r"^[A-Za-z0-9*:/.,~ -]{1,64}$")
 
 TLS_MODES = ("auto", "internal", "off")
+HOOK_POINTS = ("before_migrate", "before_switch", "after_switch", "after_failure", "after_restore")
 CADDY_SOURCES = ("auto", "distro", "official")
 BACKUP_FORMATS = ("gzip", "zstd")
 
@@ -46,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "health_timeout": 30,
     "strict_pins": False,
     "backups": {"keep": 14, "format": "gzip", "schedule": "*-*-* 03:15:00"},
+    "hooks": {point: [] for point in HOOK_POINTS},
 }
 
 
@@ -89,6 +91,7 @@ class Site:
     health_timeout: int
     strict_pins: bool
     backups: Backups
+    hooks: dict[str, tuple[str, ...]]
 
     @property
     def root(self) -> str:
@@ -225,6 +228,13 @@ def load_site(raw: Any) -> Site:
         _match("authorized_keys", key, KEY_RE, "each must be one OpenSSH public key line")
     celery_app = merged["celery_app"] or module
     validate_identifier("celery_app", celery_app, dotted=True)
+    hooks = {**DEFAULTS["hooks"], **(merged["hooks"] or {})}
+    _reject_unknown(hooks, DEFAULTS["hooks"], "hooks.")
+    hooks = {point: [commands] if isinstance(commands, str) else _list(f"hooks.{point}", commands) for point, commands in hooks.items()}
+    for point, commands in hooks.items():
+        for command in commands:
+            if not isinstance(command, str) or not command.strip() or "\n" in command:
+                raise ConfigError(f"hooks.{point}", "each must be a one-line shell command", command)
     tls_email = merged["tls_email"]
     if tls_email and not re.fullmatch(r"^[^@\s'\"{}]+@[^@\s'\"{}]+$", tls_email):
         raise ConfigError("tls_email", "must be an e-mail address", tls_email)
@@ -255,4 +265,5 @@ def load_site(raw: Any) -> Site:
             format=_choice("backups.format", backups["format"], BACKUP_FORMATS),
             schedule=_match("backups.schedule", backups["schedule"], ONCALENDAR_RE, "must be a systemd OnCalendar expression"),
         ),
+        hooks={point: tuple(commands) for point, commands in hooks.items()},
     )

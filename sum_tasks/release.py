@@ -33,6 +33,7 @@ from invoke.exceptions import Exit
 from .config import Site
 from .db import backup as db_backup
 from .health import colour_socket, curl_page, probe, wait_healthy
+from .hooks import run_hooks
 from .lock import site_lock
 from .lock import unlock as unlock_site
 from .output import Report, StepError
@@ -494,6 +495,7 @@ def prepare(h: Host, state: dict, entry: dict, release_dir: str, source: str, re
             for line in h.sh(f"{q(venv)}/bin/pip freeze --all", "pip freeze").splitlines():
                 if "git+" in line:
                     step.note(f"from git: {line}")
+    run_hooks(h.c, site, report, "before_migrate", release_dir, entry)
     live = next((r for r in state["records"] if r["id"] == state["current"]), {})
     with report.step("migrate and collectstatic") as step:
         if live.get("venv") == entry["venv"] and live.get("sha"):
@@ -537,6 +539,7 @@ def do_release(c: Connection, site: Site, ref: str, source: str, strict: bool, r
             prepare(h, state, entry, release_dir, source, repo, strict, requirements)
             with report.step(f"start {colour} and wait for /health/"):
                 start_colour(h, colour, release_dir)
+            run_hooks(c, site, report, "before_switch", release_dir, entry)
             with report.step("switch") as step:
                 h.sh(f"rm -f {q(release_dir)}/.building", "mark the release built")
                 switch(h, release_dir, old)
@@ -552,12 +555,14 @@ def do_release(c: Connection, site: Site, ref: str, source: str, strict: bool, r
                 entry.pop("reused", None)
                 entry.update(result=f"failed: {failed}", seconds=round(time.monotonic() - started, 2), colour=colour)
                 record_and_prune(h, state, entry)
+            run_hooks(c, site, report, "after_failure", release_dir or site.root, {**entry, "step": failed})
             raise
         entry.update(result="good", seconds=round(time.monotonic() - started, 2), colour=colour)
         with report.step("record and prune") as step:
             removed = record_and_prune(h, state, entry)
             if removed:
                 step.changed(f"removed {len(removed)} old releases")
+        run_hooks(c, site, report, "after_switch", release_dir, entry)
     smoke_checks(h)
     report.summary(f"{entry['id']} live ({entry['sha'][:12]})")
     return entry
@@ -595,6 +600,7 @@ def do_rollback(c: Connection, site: Site, to: str, force: bool) -> dict:
         try:
             with report.step(f"start {colour} and wait for /health/"):
                 start_colour(h, colour, target_dir)
+            run_hooks(c, site, report, "before_switch", target_dir, entry)
             with report.step("switch") as step:
                 switch(h, target_dir, old)
                 step.changed(f"{colour} live, {old or 'nothing'} stopping")
@@ -604,6 +610,7 @@ def do_rollback(c: Connection, site: Site, to: str, force: bool) -> dict:
         entry.update(result="good", seconds=round(time.monotonic() - started, 2), colour=colour)
         with report.step("record and prune"):
             record_and_prune(h, state, entry)
+        run_hooks(c, site, report, "after_switch", target_dir, entry)
     smoke_checks(h)
     report.summary(f"{target} live")
     return entry

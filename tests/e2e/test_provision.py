@@ -99,3 +99,31 @@ def test_a_remote_task_never_runs_here(tmp_path):
     result = client.fab("provision", check=False)
     assert result.returncode != 0
     assert "no target host" in result.stderr and "[" not in result.stdout
+
+
+def test_hardening_and_a_caddy_config_that_fails_validation(host_factory, client_for):
+    host = host_factory(suite="bookworm")
+    client = client_for(host, ssh_hardening=True)
+    client.fab("provision")
+    sshd = host.ssh("sshd -T").stdout
+    assert "passwordauthentication no" in sshd and "kbdinteractiveauthentication no" in sshd
+    # The operator connects as root: root keeps key logins, so nobody is locked out.
+    assert "permitrootlogin without-password" in sshd
+    assert host.ssh("id -un").stdout.strip() == "root"
+    assert host.ssh("id -un", user="deploy").stdout.strip() == "deploy"
+
+    # A client template override that Caddy rejects: the step fails, the old file stays, Caddy keeps serving.
+    before = host.ssh("cat /etc/caddy/sites-enabled/sum-acme.caddy").stdout
+    (client.path / "templates").mkdir()
+    (client.path / "templates" / "site.caddy.j2").write_text("{{ site.primary_domain }} {\n\tnot_a_directive\n}\n")
+    failed = client.fab("provision", check=False)
+    assert failed.returncode != 0
+    assert "FAILED on root@vps at step 'caddy site'" in failed.stderr and "not_a_directive" in failed.stderr
+    assert host.ssh("cat /etc/caddy/sites-enabled/sum-acme.caddy").stdout == before
+    assert host.ssh("ls /etc/caddy/sites-enabled").stdout.split() == ["sum-acme.caddy"]
+    host.ssh("systemctl is-active caddy && runuser -u caddy -- caddy validate --config /etc/caddy/Caddyfile --adapter caddyfile")
+    # An override that is valid is used.
+    (client.path / "templates" / "site.caddy.j2").write_text(
+        "# overridden by the client\n" + (client.path / "templates" / "site.caddy.j2").read_text().replace("\tnot_a_directive\n", "\trespond \"hi\"\n"))
+    client.fab("provision")
+    assert host.ssh("head -n 1 /etc/caddy/sites-enabled/sum-acme.caddy").stdout.strip() == "# overridden by the client"

@@ -173,6 +173,26 @@ def test_second_release_is_refused_and_a_killed_one_heals(site):
     assert ".incoming" not in leftovers and ".building" not in leftovers
 
 
+def test_hooks_run_and_a_failing_pre_switch_hook_fails_the_release(site):
+    hooks = {"before_migrate": ["test -f manage.py && echo \"$GIT_SHA\" > /tmp/hook-sha"],
+             "after_switch": ["echo switched >> /tmp/hook-log"]}
+    site.client.configure({**site_config(site.host), "hooks": hooks})
+    out = site.release("v1.2")
+    assert "hook before_migrate" in out.stdout and "hook after_switch" in out.stdout
+    assert site.host.ssh("cat /tmp/hook-sha").stdout.strip() == site.tags["v1.2"]
+    assert site.host.ssh("cat /tmp/hook-log").stdout.strip() == "switched"
+    site.client.configure({**site_config(site.host), "hooks": {**hooks, "before_switch": ["false"],
+                                                                "after_failure": ["echo failed >> /tmp/hook-log"]}})
+    with site.load() as load:
+        failed = site.release("v2", check=False)
+    assert_no_drops(load)
+    assert failed.returncode != 0 and "at step 'hook before_switch'" in failed.stderr
+    assert site.live_sha() == site.tags["v1.2"]
+    assert site.host.ssh("cat /tmp/hook-log").stdout.split() == ["switched", "failed"]
+    site.client.configure(site_config(site.host))
+    site.release("v2")
+
+
 def test_server_fetches_the_repo_itself(site):
     site.client.configure({**site_config(site.host), "repo_url": "file:///srv/git/site.git"})
     out = site.client.fab("release", "--ref", "v2", "--source", "server")
