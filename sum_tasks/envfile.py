@@ -53,25 +53,38 @@ def synced(site: Site, db_port: int = 5432) -> dict[str, str]:
     }
 
 
-DEFAULTS = {
-    "REDIS_URL": "redis://localhost:6379/0",
-    "CELERY_BROKER_URL": "redis://localhost:6379/0",
-    "CELERY_RESULT_BACKEND": "redis://localhost:6379/0",
-}
+REDIS_KEYS = ("REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
+REDIS_DBS = 16
 
 
-def merge(existing: str, site: Site, secret: Callable[[], str] = new_secret, db_port: int = 5432) -> str:
+def free_redis_db(taken: set[int]) -> int:
+    """The lowest Redis database number no other site on the host uses, so sites never share a cache."""
+    free = [n for n in range(REDIS_DBS) if n not in taken]
+    if not free:
+        raise ValueError(f"all {REDIS_DBS} Redis databases are taken by other sites on this host")
+    return free[0]
+
+
+def redis_db(url: str) -> int | None:
+    match = re.match(r"^redis://[^/]*/(\d+)$", url)
+    return int(match.group(1)) if match else None
+
+
+def merge(existing: str, site: Site, secret: Callable[[], str] = new_secret, db_port: int = 5432,
+          redis_taken: set[int] | None = None) -> str:
     """The .env the site should have, given the one it has.
 
     Keys from fabric.yaml take the config's value; generated secrets are created once and then
-    kept; defaults fill missing keys only; every other line the operator wrote stays as it is.
+    kept; the Redis URLs get a database number no other site uses (`redis_taken`) when missing;
+    every other line the operator wrote stays as it is.
     """
     current = parse(existing)
     wanted = dict(synced(site, db_port))
     for key in GENERATED:
         wanted[key] = current.get(key) or secret()
-    for key, value in DEFAULTS.items():
-        wanted[key] = current.get(key) or value
+    default_redis = f"redis://localhost:6379/{free_redis_db(redis_taken or set())}"
+    for key in REDIS_KEYS:
+        wanted[key] = current.get(key) or default_redis
     lines = [HEADER]
     lines += [f"{key}={format_value(value)}\n" for key, value in wanted.items()]
     others = [line for line in existing.splitlines() if line.strip() and not line.startswith(HEADER.strip())]

@@ -61,6 +61,7 @@ class Facts:
     caddyfile: str = ""
     ssh_ports: tuple[int, ...] = (22,)
     pg_port: int = 5432
+    redis_taken: frozenset[int] = frozenset()
 
 
 def parse_os_release(text: str) -> OsRelease:
@@ -240,7 +241,7 @@ def host_plan(site: Site, facts: Facts, project_dir: str = "", secret=new_secret
             "", verify_only=True, hint=f"install the venv package for {site.python} (python3-venv)",
         ),
     ]
-    env_text = envfile.merge(facts.env_text, site, secret, facts.pg_port)
+    env_text = envfile.merge(facts.env_text, site, secret, facts.pg_port, set(facts.redis_taken))
     password = envfile.parse(env_text)["DJANGO_DB_PASSWORD"]
     add_secret(password)
     add_secret(envfile.parse(env_text)["DJANGO_SECRET_KEY"])
@@ -324,6 +325,7 @@ echo "@@user"; id -un
 echo "@@env"; cat {env} 2>/dev/null
 echo "@@caddyfile"; cat /etc/caddy/Caddyfile 2>/dev/null
 echo "@@ssh_ports"; sshd -T 2>/dev/null | awk '$1 == "port" {{print $2}}'
+echo "@@other_sites_redis"; for f in /srv/sum/*/.env; do [ "$f" = {env} ] || sed -n 's/^REDIS_URL=//p' "$f"; done 2>/dev/null
 echo "@@pg_port"; pg_lsclusters -h 2>/dev/null | sort -k4,4r | awk '{{print $3; exit}}'
 """
 
@@ -338,6 +340,7 @@ def read_facts(c: Connection, site: Site) -> Facts:
         caddyfile=sections.get("caddyfile", ""),
         ssh_ports=ports,
         pg_port=int(sections.get("pg_port", "").strip() or 5432),
+        redis_taken=frozenset(n for n in map(envfile.redis_db, sections.get("other_sites_redis", "").split()) if n is not None),
     )
 
 

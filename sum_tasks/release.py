@@ -38,7 +38,7 @@ from .lock import site_lock
 from .lock import unlock as unlock_site
 from .output import Report, StepError
 from .provision import COLOURS, project_dir
-from .remote import host_label, parse_sections, q, targets
+from .remote import host_label, one_by_one, parse_sections, q, targets
 
 REF_RE = re.compile(r"^(?!-)(?!.*\.\.)(?!.*@\{)(?!.*//)[A-Za-z0-9._/@+-]{1,200}(?<![./])(?<!\.lock)$")
 GIT_REQ_RE = re.compile(r"git\+\S+?(?:@(?P<ref>[^#\s@/]+))?(?:#\S*)?$")
@@ -630,8 +630,12 @@ def release(c: Context, ref: str = "", source: str = "auto", strict: bool = Fals
     validate_ref(ref)
     validate_source(source)
     repo = local_repo(c)
-    for conn, site in targets(c, role="deploy"):
-        do_release(conn, site, ref, choose_source(site, source), strict, repo)
+
+    def one(conn: Connection, site: Site) -> str:
+        entry = do_release(conn, site, ref, choose_source(site, source), strict, repo)
+        return f"{entry['id']} live ({ref})"
+
+    one_by_one(c, "deploy", one, f"release {ref}")
 
 
 @task(help={"to": "release id, ref or commit to go back to (default: the previous good release)",
@@ -640,8 +644,7 @@ def rollback(c: Context, to: str = "", force: bool = False) -> None:
     """Switch back to an earlier good release, health-gated like a release, without rebuilding anything."""
     if to:
         validate_ref(to)
-    for conn, site in targets(c, role="deploy"):
-        do_rollback(conn, site, to, force)
+    one_by_one(c, "deploy", lambda conn, site: f"{do_rollback(conn, site, to, force)['id']} live", "rollback")
 
 
 @task

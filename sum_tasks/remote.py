@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import shlex
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from fabric import Connection
 from invoke import Context
@@ -96,3 +96,24 @@ def targets(c: Context, role: str = "deploy", destructive: bool = False) -> Iter
                 raise Exit(f"refusing a destructive task against this machine ({conn.host}): name the server with -H or sum.hosts", code=2)
     for conn in connections:
         yield conn, site
+
+
+def one_by_one(c: Context, role: str, action: Callable[[Connection, Site], str], what: str) -> None:
+    """Run `action` on each target in turn, stopping at the first failure.
+
+    With several hosts, ends with one line per host saying where each one is: the hosts done keep
+    the new state, the failed one and the ones after it keep the old.
+    """
+    pairs = list(targets(c, role))
+    done: list[str] = []
+    try:
+        for conn, site in pairs:
+            done.append(f"{host_label(conn)}: {action(conn, site)}")
+    finally:
+        if len(pairs) > 1:
+            lines = done[:]
+            rest = [host_label(conn) for conn, _ in pairs[len(done):]]
+            if rest:
+                lines.append(f"{rest[0]}: FAILED, still on its previous release")
+                lines += [f"{label}: not started, still on its previous release" for label in rest[1:]]
+            print(f"{what} on {len(pairs)} hosts, one by one:\n" + "\n".join(f"  {line}" for line in lines), flush=True)

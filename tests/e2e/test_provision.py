@@ -63,7 +63,7 @@ def test_provision_converges_a_bare_host(host_factory, client_for, suite):
 
     # The role owns its database and can create a table there.
     host.ssh("cd /srv/sum/acme && set -a && . ./.env && set +a && PGPASSWORD=$DJANGO_DB_PASSWORD "
-             "psql -h 127.0.0.1 -U $DJANGO_DB_USER -d $DJANGO_DB_NAME -v ON_ERROR_STOP=1 -c 'CREATE TABLE t (i int); DROP TABLE t'",
+             "psql -h 127.0.0.1 -p $DJANGO_DB_PORT -U $DJANGO_DB_USER -d $DJANGO_DB_NAME -v ON_ERROR_STOP=1 -c 'CREATE TABLE t (i int); DROP TABLE t'",
              user="deploy")
     assert host.ssh("runuser -u postgres -- psql -tAc \"SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname='acme'\"").stdout.strip() == "acme"
 

@@ -46,3 +46,13 @@ def test_a_shell_can_source_it(tmp_path):
     out = subprocess.run(["sh", "-c", f'set -a; . {path}; printf "%s|%s" "$X_SPACED" "$DJANGO_DB_PASSWORD"'],
                          capture_output=True, text=True, check=True).stdout
     assert out == "a b $HOME|" + envfile.parse(text)["DJANGO_DB_PASSWORD"]
+
+
+def test_each_site_on_a_host_gets_its_own_redis_database():
+    first = envfile.parse(envfile.merge("", SITE, counter()))
+    assert first["REDIS_URL"] == first["CELERY_BROKER_URL"] == "redis://localhost:6379/0"
+    second = envfile.parse(envfile.merge("", SITE, counter(), redis_taken={0, 1, 3}))
+    assert second["REDIS_URL"] == "redis://localhost:6379/2"
+    kept = envfile.merge("REDIS_URL=redis://localhost:6379/7\n", SITE, counter(), redis_taken={7})
+    assert envfile.parse(kept)["REDIS_URL"] == "redis://localhost:6379/7"
+    assert envfile.redis_db("redis://localhost:6379/12") == 12 and envfile.redis_db("rediss://x") is None
