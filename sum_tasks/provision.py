@@ -351,7 +351,7 @@ def project_dir(c: Context) -> str:
 @task(help={"check": "show what would change; change nothing"})
 def provision(c: Context, check: bool = False) -> None:
     """Converge the host onto the golden path: packages, users, firewall, PostgreSQL, Redis, units, Caddy."""
-    for conn, site in targets(c, role="admin"):
+    for conn, site in targets(c, role="admin", destructive=True):
         report = Report("provision --check" if check else "provision", host_label(conn))
         with report.step("read os release"):
             os = parse_os_release(run(conn, "cat /etc/os-release").stdout)

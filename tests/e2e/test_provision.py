@@ -99,6 +99,9 @@ def test_a_remote_task_never_runs_here(tmp_path):
     result = client.fab("provision", check=False)
     assert result.returncode != 0
     assert "no target host" in result.stderr and "[" not in result.stdout
+    for target in ("root@localhost", "127.0.0.1", "root@[::1]"):
+        refused = client.fab("-H", target, "provision", check=False)
+        assert refused.returncode != 0 and "refusing" in refused.stderr and "[" not in refused.stdout
 
 
 def test_hardening_and_a_caddy_config_that_fails_validation(host_factory, client_for):
