@@ -315,7 +315,7 @@ def download_backup(c: Connection, site: Site, report: Report, item: Backup, des
     help={
         "keep": "keep this many newest backups (default sum.backups.keep); the newest verified one is never pruned",
         "download": "also copy the backup to this machine, checksum verified",
-        "format": "gzip (default, .sql.gz) or zstd (.sql.zst; faster and smaller); default sum.backups.format",
+        "format": "gzip (.sql.gz) or zstd (.sql.zst: smaller, quicker to verify); default sum.backups.format",
         "to": "directory for --download (default: backups/<slug>/ beside fabric.yaml)",
     },
 )

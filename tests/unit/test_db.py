@@ -349,11 +349,9 @@ STUBS = {
 
 
 def need_tools():
-    missing = [t for t in ("bash", "zstd", "sha256sum", "flock") if not shutil.which(t)]
-    if not (shutil.which("igzip") or shutil.which("pigz")):
-        missing.append("igzip or pigz")
+    missing = [t for t in ("bash", "gzip", "zstd", "sha256sum", "flock") if not shutil.which(t)]
     if missing:
-        pytest.fail(f"the db script tests need {', '.join(missing)} (apt-get install isal pigz zstd)")
+        pytest.fail(f"the db script tests need {', '.join(missing)} (apt-get install gzip zstd util-linux)")
 
 
 class Host:
