@@ -28,10 +28,11 @@ class Client:
     """A client directory whose `fab` talks to test hosts by alias."""
 
     path: Path
+    python: str = sys.executable
 
     def fab(self, *args: str, check: bool = True, timeout: float = 1800.0, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """Run ``fab ARGS`` in the client directory; output is also echoed for the test log."""
-        argv = [sys.executable, "-m", "fabric", *args]
+        argv = [self.python, "-m", "fabric", *args]
         result = subprocess.run(argv, cwd=self.path, capture_output=True, text=True, timeout=timeout,
                                 stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})}, check=False)
         sys.stdout.write(f"$ fab {' '.join(args)}\n{result.stdout}{result.stderr}(exit {result.returncode})\n")
