@@ -1,6 +1,7 @@
 """Build the example client site's git repository for the end-to-end tests.
 
-``build_site_repo(dest)`` copies ``tests/example_site/`` to ``dest``, makes it a
+``build_site_repo(dest)`` copies ``examples/client/`` (the example client repo:
+the Django site plus its fabfile.py and fabric.yaml) to ``dest``, makes it a
 git repository and commits one variant per release the tests deploy, each
 tagged with an annotated tag. It returns ``{tag: commit_sha}``.
 
@@ -61,7 +62,7 @@ __all__ = [
     "build_site_repo",
 ]
 
-SITE_SOURCE = Path(__file__).resolve().parent / "example_site"
+SITE_SOURCE = Path(__file__).resolve().parents[1] / "examples" / "client"
 
 GOOD_TAGS = ("v1", "v1.2", "v2", "v3-reqs")
 BAD_TAGS = ("bad-migration", "bad-import", "bad-health", "bad-urls")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -32,6 +33,7 @@ NSPAWN_RUN_DIR = Path("/run/systemd/nspawn")
 CGROUP_GROUP = "sum-tasks"
 BOOT_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
+KEPT = "kept"  # the owner file of a host detached with boot_host(keep=True)
 REQUIRED_TOOLS = ("systemd-nspawn", "debootstrap", "unshare", "ip", "nft", "ssh", "ssh-keygen")
 NAT_RULES = f"""\
 table ip {NFT_TABLE} {{
@@ -99,6 +101,8 @@ class TestHost:
     netns: str = ""
     workdir: Path = Path()
     state: str = ""
+    kept: bool = False
+    pid: int = 0
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _down: bool = field(default=False, repr=False)
@@ -143,7 +147,10 @@ class TestHost:
                 return
             self._down = True
             started = time.monotonic()
-            _stop(self.process)
+            if self.process is not None:
+                _stop(self.process)
+            else:
+                _stop_pid(self.pid)
             with locked(STATE_DIR / "hosts.lock", 120):
                 _teardown(self.netns)
                 _release_shared()
@@ -174,6 +181,20 @@ class TestHost:
         with open(self.console_log, "wb") as log:
             self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
                                             stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.pid = self.process.pid  # sh execs systemd-nspawn: the same process
+        (self.workdir / "host.json").write_text(json.dumps(
+            {"name": self.name, "ip": self.ip, "suite": self.suite, "baked": self.baked,
+             "key_path": str(self.key_path), "netns": self.netns, "pid": self.pid}))
+
+    def _detach(self) -> None:
+        """Keep the host up after this process exits: no atexit shutdown, never reaped as stale."""
+        owner = self.workdir / "owner"
+        owner.with_suffix(".new").write_text(KEPT)
+        owner.with_suffix(".new").replace(owner)
+        self.kept = True
+        with _live_lock:
+            if self in _live:
+                _live.remove(self)
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -204,8 +225,12 @@ class TestHost:
 
 
 def boot_host(suite: str = "bookworm", baked: bool = True, name: str | None = None,
-              timeout: float = BOOT_TIMEOUT) -> TestHost:
-    """Boot a fresh host from the cached `suite` tree and wait until systemd and sshd are up."""
+              timeout: float = BOOT_TIMEOUT, keep: bool = False) -> TestHost:
+    """Boot a fresh host from the cached `suite` tree and wait until systemd and sshd are up.
+
+    With `keep`, the host outlives this process once it is up (no shutdown at exit, not reaped as
+    stale); end it with `shutdown_kept(name)` from any process. A boot that fails is torn down either way.
+    """
     problem = boot_problem()
     if problem:
         raise HostBootError(problem)
@@ -233,6 +258,8 @@ def boot_host(suite: str = "bookworm", baked: bool = True, name: str | None = No
             _ensure_nat()
         host._start(tree)
         host._wait_ready(timeout)
+        if keep:
+            host._detach()
     except BaseException:
         host.shutdown()
         raise
@@ -255,11 +282,37 @@ def boot_hosts(*specs: Mapping[str, Any]) -> list[TestHost]:
 
 
 def shutdown_all() -> None:
-    """Shut down every host this process still has up."""
+    """Shut down every host this process still has up (kept hosts excepted)."""
     with _live_lock:
         hosts = list(_live)
     for host in hosts:
         host.shutdown()
+
+
+def kept_hosts(name: str | None = None) -> list[TestHost]:
+    """The hosts booted with `keep=True` that are still up on this machine, optionally only those named `name`."""
+    hosts = []
+    for ns in sorted(NETNS_DIR.glob(f"{PREFIX}*")):
+        workdir = STATE_DIR / ns.name
+        try:
+            if (workdir / "owner").read_text().strip() != KEPT:
+                continue
+            meta = json.loads((workdir / "host.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if name is None or meta["name"] == name:
+            hosts.append(TestHost(name=meta["name"], ip=meta["ip"], suite=meta["suite"], key_path=Path(meta["key_path"]),
+                                  baked=meta["baked"], netns=ns.name, workdir=workdir, state="kept", kept=True,
+                                  pid=int(meta["pid"])))
+    return hosts
+
+
+def shutdown_kept(name: str | None = None) -> list[str]:
+    """Shut down the kept hosts named `name` (every kept host when None); returns their names."""
+    hosts = kept_hosts(name)
+    for host in hosts:
+        host.shutdown()
+    return [host.name for host in hosts]
 
 
 def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -311,6 +364,40 @@ def _stop(process: subprocess.Popen[bytes] | None) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(10)
+
+
+def _process_state(pid: int) -> str:
+    """The state letter of process `pid` (R, S, Z, ...), or "" when there is none."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _stop_pid(pid: int) -> None:
+    """Power off a host whose nspawn is not our child (a kept host): SIGTERM, SIGKILL after a bound.
+
+    It counts as gone once it is a zombie: its parent may be a PID 1 that never reaps orphans.
+    """
+    if pid <= 0 or _comm(pid) != "systemd-nspawn" or _process_state(pid) in ("", "Z"):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while _process_state(pid) not in ("", "Z"):
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            break
+        time.sleep(0.1)
 
 
 def _teardown(netns: str) -> None:
@@ -367,10 +454,10 @@ def _release_shared() -> None:
 
 
 def _nspawn_running() -> bool:
-    for comm in Path("/proc").glob("[0-9]*/comm"):
-        with contextlib.suppress(OSError):
-            if comm.read_text().strip() == "systemd-nspawn":
-                return True
+    """Whether any systemd-nspawn runs on the machine (zombies left to a non-reaping PID 1 do not count)."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        if _comm(int(proc.name)) == "systemd-nspawn" and _process_state(int(proc.name)) not in ("", "Z"):
+            return True
     return False
 
 
@@ -378,8 +465,15 @@ def _reap_stale() -> None:
     """Tear down hosts whose recorded owner process died without shutting them down."""
     for ns in NETNS_DIR.glob(f"{PREFIX}*"):
         try:
-            owner = int((STATE_DIR / ns.name / "owner").read_text())
-        except (OSError, ValueError):
+            text = (STATE_DIR / ns.name / "owner").read_text().strip()
+            if text == KEPT:
+                pid = int(json.loads((STATE_DIR / ns.name / "host.json").read_text())["pid"])
+                if _comm(pid) != "systemd-nspawn" or _process_state(pid) == "Z":
+                    say(f"removing kept test host {ns.name} (its systemd-nspawn {pid} is gone)")
+                    _teardown(ns.name)
+                continue
+            owner = int(text)
+        except (OSError, ValueError, KeyError):
             continue
         if not _alive(owner):
             say(f"removing stale test host {ns.name} (owner {owner} is gone)")

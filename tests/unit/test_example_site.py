@@ -180,3 +180,20 @@ def test_source_tree_has_the_layout_gunicorn_needs():
         "static/site.css",
     ):
         assert (SITE_SOURCE / rel).is_file(), rel
+
+
+def test_source_is_the_complete_example_client_repo():
+    assert SITE_SOURCE.parts[-2:] == ("examples", "client")
+    for rel in ("fabfile.py", "fabric.yaml", "ssh_config.example", ".gitignore", "README.md"):
+        assert (SITE_SOURCE / rel).is_file(), rel
+    assert "/ssh_config" in (SITE_SOURCE / ".gitignore").read_text().splitlines()
+
+
+def test_the_client_files_are_committed_but_ssh_config_is_not(built):
+    repo, _ = built
+    assert {"fabfile.py", "fabric.yaml", "ssh_config.example"} <= set(files(repo, "v1"))
+    (repo / "ssh_config").write_text("Host vps\n")
+    try:
+        assert git(repo, "status", "--porcelain") == ""
+    finally:
+        (repo / "ssh_config").unlink()
