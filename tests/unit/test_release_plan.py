@@ -109,3 +109,13 @@ def test_colours():
     assert live_colour(state) == "green" and idle_colour(state) == "blue"
     first = {"current": "", "colours": {"blue": "", "green": ""}}
     assert live_colour(first) == "" and idle_colour(first) == "blue"
+
+
+def test_django_is_skipped_only_when_nothing_it_reads_changed():
+    from sum_tasks.release import needs_django
+
+    assert not needs_django(["notes/templates/notes/index.html", "notes/views.py", "README.md"])
+    assert not needs_django([])
+    for path in ("notes/migrations/0003_x.py", "static/site.css", "notes/static/notes/app.js",
+                 "examplesite/settings/production.py", "acme/settings.py"):
+        assert needs_django(["notes/views.py", path]), path
