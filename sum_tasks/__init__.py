@@ -17,13 +17,16 @@ __all__ = ["namespace", "ns"]
 
 def namespace() -> Collection:
     """A fresh root collection with every library task and the ``sum`` defaults."""
-    from . import db, provision, release
+    from . import check, db, env, logs, provision, release, status
 
     ns = Collection()
     ns.add_task(provision.provision)
     for t in (release.release, release.rollback, release.releases, release.unlock):
         ns.add_task(t)
     ns.add_collection(db.db)
+    for t in (check.check, status.status, logs.logs):
+        ns.add_task(t)
+    ns.add_collection(env.env)
     ns.configure({"sum": DEFAULTS, "run": {"in_stream": False}})
     return ns
 
