@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
 
 from fabric import Connection
 from invoke import Context, task
@@ -24,7 +21,7 @@ from .health import curl_health, parse_health
 from .output import Report, StepFailed
 from .provision import COLOURS, loopback_only, ufw_converged
 from .release import link_name, live_colour
-from .remote import host_label, parse_sections, q, run, targets
+from .remote import host_label, on_hosts, parse_sections, q, run, targets
 
 STATUSES = ("ok", "warn", "fail")
 BACKUP_WARN_HOURS = 26
@@ -34,7 +31,6 @@ DISK_MARGIN = 1.5
 DISK_WARN_FACTOR = 3
 CADDY_ROOT_CA = "/var/lib/caddy/.local/share/caddy/pki/authorities/local/root.crt"
 NOT_ROOT = "NOT_ROOT"
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -291,32 +287,10 @@ def check_host(c: Connection, site: Site, stream: io.StringIO | None = None) -> 
     return checks
 
 
-def run_hosts(work: Callable[[Connection, Site, io.StringIO | None], T], pairs: list[tuple[Connection, Site]],
-              parallel: bool) -> dict[str, T]:
-    """`work` on each host, one after the other, or (`parallel`) all at once in threads, one Connection each.
-
-    In parallel, `work` gets a buffer for its output, printed as one block when that host is done.
-    """
-    if not (parallel and len(pairs) > 1):
-        return {host_label(conn): work(conn, site, None) for conn, site in pairs}
-
-    def one(pair: tuple[Connection, Site]) -> tuple[str, T, str]:
-        buffer = io.StringIO()
-        result = work(pair[0], pair[1], buffer)
-        return host_label(pair[0]), result, buffer.getvalue()
-
-    results = {}
-    with ThreadPoolExecutor(max_workers=len(pairs)) as pool:
-        for label, result, text in pool.map(one, pairs):
-            print(text, end="", flush=True)
-            results[label] = result
-    return results
-
-
 @task(help={"parallel": "check several hosts (sum.hosts) at once"})
 def check(c: Context, parallel: bool = False) -> None:
     """The ops smoke checklist: Redis, services, /health/, firewall, .env, disk, TLS, backups; non-zero exit on any fail."""
-    results = run_hosts(check_host, list(targets(c, role="admin")), parallel)
+    results = on_hosts(check_host, list(targets(c, role="admin")), parallel)
     failed = {host: [item.name for item in checks if item.status == "fail"] for host, checks in results.items()}
     failed = {host: names for host, names in failed.items() if names}
     if failed:

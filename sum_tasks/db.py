@@ -9,6 +9,7 @@ report; they never see the database password, which the script takes from ``.env
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import time
@@ -27,7 +28,7 @@ from .health import colour_socket, wait_healthy
 from .lock import site_lock
 from .ops import Op, file_op
 from .output import Report, StepError
-from .remote import host_label, parse_sections, q, run, targets
+from .remote import host_label, on_hosts, parse_sections, q, run, targets
 from .templating import render
 
 GZIP_COMPRESS = "igzip -1 -c"
@@ -317,17 +318,22 @@ def download_backup(c: Connection, site: Site, report: Report, item: Backup, des
         "download": "also copy the backup to this machine, checksum verified",
         "format": "gzip (.sql.gz) or zstd (.sql.zst: smaller, quicker to verify); default sum.backups.format",
         "to": "directory for --download (default: backups/<slug>/ beside fabric.yaml)",
+        "parallel": "back up several hosts (sum.hosts) at once",
     },
 )
-def backup_task(c: Context, keep: str = "", download: bool = False, format: str = "", to: str = "") -> None:
+def backup_task(c: Context, keep: str = "", download: bool = False, format: str = "", to: str = "", parallel: bool = False) -> None:
     """Back up the site's database on the host: compressed plain SQL, verified, checksummed, with retention."""
     keep_n, fmt = validate_keep(keep), validate_format(format)
-    for conn, site in targets(c):
-        report = Report("db.backup", host_label(conn))
+
+    def one(conn: Connection, site: Site, stream: io.StringIO | None) -> str:
+        report = Report("db.backup", host_label(conn), stream)
         item = run_backup(conn, site, report, keep=keep_n, fmt=fmt)
         if download:
             download_backup(conn, site, report, item, download_dir(c, site, to))
         report.summary(item.path)
+        return item.path
+
+    on_hosts(one, list(targets(c)), parallel)
 
 
 # ---------------------------------------------------------------- list

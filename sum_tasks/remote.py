@@ -6,6 +6,8 @@ import io
 import shlex
 import socket
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from fabric import Connection
 from invoke import Context
@@ -15,6 +17,7 @@ from invoke.runners import Result
 from .config import Site, load_site
 
 q = shlex.quote
+T = TypeVar("T")
 LOCAL_NAMES = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
 
 
@@ -117,3 +120,25 @@ def one_by_one(c: Context, role: str, action: Callable[[Connection, Site], str],
                 lines.append(f"{rest[0]}: FAILED, still on its previous release")
                 lines += [f"{label}: not started, still on its previous release" for label in rest[1:]]
             print(f"{what} on {len(pairs)} hosts, one by one:\n" + "\n".join(f"  {line}" for line in lines), flush=True)
+
+
+def on_hosts(work: Callable[[Connection, Site, io.StringIO | None], T], pairs: list[tuple[Connection, Site]],
+              parallel: bool) -> dict[str, T]:
+    """`work` on each host, one after the other, or (`parallel`) all at once in threads, one Connection each.
+
+    In parallel, `work` gets a buffer for its output, printed as one block when that host is done.
+    """
+    if not (parallel and len(pairs) > 1):
+        return {host_label(conn): work(conn, site, None) for conn, site in pairs}
+
+    def one(pair: tuple[Connection, Site]) -> tuple[str, T, str]:
+        buffer = io.StringIO()
+        result = work(pair[0], pair[1], buffer)
+        return host_label(pair[0]), result, buffer.getvalue()
+
+    results = {}
+    with ThreadPoolExecutor(max_workers=len(pairs)) as pool:
+        for label, result, text in pool.map(one, pairs):
+            print(text, end="", flush=True)
+            results[label] = result
+    return results

@@ -10,7 +10,7 @@ import pytest
 from invoke import Config, Context
 from invoke.exceptions import Exit
 
-from sum_tasks import check, db, logs, status
+from sum_tasks import check, db, logs, remote, status
 from sum_tasks.config import load_site
 
 NOW = 1795723759  # 2026-11-26 20:09:19 UTC
@@ -245,7 +245,7 @@ def test_parallel_hosts_run_at_once_and_print_one_block_each(site, capsys):
         return [conn.host]
 
     pairs = [(fake_conn(h), site) for h in ("a", "b", "c")]
-    results = check.run_hosts(work, pairs, parallel=True)
+    results = remote.on_hosts(work, pairs, parallel=True)
     assert results == {"root@a": ["a"], "root@b": ["b"], "root@c": ["c"]}
     lines = capsys.readouterr().out.splitlines()
     assert lines == [f"{h} line {i}" for h in "abc" for i in range(3)]
@@ -253,7 +253,7 @@ def test_parallel_hosts_run_at_once_and_print_one_block_each(site, capsys):
 
 def test_one_host_or_no_parallel_runs_in_turn_on_stdout(site):
     seen = []
-    check.run_hosts(lambda conn, _s, stream: seen.append((conn.host, stream)), [(fake_conn("a"), site), (fake_conn("b"), site)], False)
+    remote.on_hosts(lambda conn, _s, stream: seen.append((conn.host, stream)), [(fake_conn("a"), site), (fake_conn("b"), site)], False)
     assert seen == [("a", None), ("b", None)]
 
 
