@@ -61,10 +61,19 @@ def curl_page(site: Site, path: str) -> str:
     return f"curl -s -m 5 -o /dev/null -w '%{{http_code}}' {curl_target(site, path)}"
 
 
-def probe(c: Connection, site: Site, socket: str | None = None) -> Health:
-    """/health/ once, on a colour's socket (`socket`) or through Caddy on the host itself."""
-    result = run(c, curl_health(site, socket), warn=True)
-    body, _, code = result.stdout.rpartition("\n")
+def wait_script(site: Site, socket: str | None, seconds: int) -> str:
+    """Shell that polls /health/ every 50 ms until it answers 200 or `seconds` pass, then prints the last answer."""
+    return (
+        f"end=$(( $(date +%s) + {seconds} )); "
+        f"while :; do out=$({curl_health(site, socket, timeout=min(5, max(seconds, 1)))}); "
+        "[ \"$(printf '%s' \"$out\" | tail -n 1)\" = 200 ] && break; "
+        "[ \"$(date +%s)\" -ge \"$end\" ] && break; sleep 0.05; done; printf '%s' \"$out\""
+    )
+
+
+def parse_answer(stdout: str) -> Health:
+    """The `Health` in the output of `curl_health` or `wait_script`."""
+    body, _, code = stdout.rpartition("\n")
     return parse_health(int(code) if code.strip().isdigit() else 0, body)
 
 
@@ -74,15 +83,7 @@ def wait_healthy(c: Connection, site: Site, socket: str | None = None, timeout: 
     The polling loop runs on the host, so waiting costs one round trip, not one per probe.
     """
     seconds = int(timeout if timeout is not None else site.health_timeout)
-    script = (
-        f"end=$(( $(date +%s) + {seconds} )); "
-        f"while :; do out=$({curl_health(site, socket, timeout=min(5, max(seconds, 1)))}); "
-        "[ \"$(printf '%s' \"$out\" | tail -n 1)\" = 200 ] && break; "
-        "[ \"$(date +%s)\" -ge \"$end\" ] && break; sleep 0.05; done; printf '%s' \"$out\""
-    )
-    result = run(c, script, warn=True, timeout=seconds + 30)
-    body, _, code = result.stdout.rpartition("\n")
-    return parse_health(int(code) if code.strip().isdigit() else 0, body)
+    return parse_answer(run(c, wait_script(site, socket, seconds), warn=True, timeout=seconds + 30).stdout)
 
 
 def colour_socket(site: Site, colour: str) -> str:

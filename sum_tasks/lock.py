@@ -18,7 +18,7 @@ from fabric import Connection
 from invoke.exceptions import Exit
 
 from .config import Site
-from .remote import q, run
+from .remote import no_delay, q, run
 
 BUSY = 75
 
@@ -42,8 +42,7 @@ def site_lock(c: Connection, site: Site, action: str, timeout: float = 20.0) -> 
         + q(f'printf "%s (pid %s)\\n" "$1" "$$" > {q(info)}.tmp && mv {q(info)}.tmp {q(info)} && echo LOCKED && exec cat >/dev/null')
         + f" sh {q(holder)}"
     )
-    c.open()
-    channel = c.client.get_transport().open_session()
+    channel = no_delay(c).client.get_transport().open_session()
     channel.exec_command(script)
     output = b""
     deadline = time.monotonic() + timeout

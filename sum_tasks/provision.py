@@ -17,7 +17,7 @@ from .config import Site
 from .credentials import new_secret, scram_sha256
 from .ops import Op, absent_op, converge, dirs_op, file_op
 from .output import Report, StepError, add_secret
-from .remote import host_label, parse_sections, q, run, targets
+from .remote import host_label, no_delay, parse_sections, q, run, targets
 from .templating import render
 
 BASE_PACKAGES = (
@@ -354,7 +354,7 @@ def provision(c: Context, check: bool = False) -> None:
     for conn, site in targets(c, role="admin", destructive=True):
         report = Report("provision --check" if check else "provision", host_label(conn))
         with report.step("read os release"):
-            os = parse_os_release(run(conn, "cat /etc/os-release").stdout)
+            os = parse_os_release(run(no_delay(conn), "cat /etc/os-release").stdout)
             if os.id not in ("debian", "ubuntu"):
                 raise StepError(f"unsupported system {os.id!r} {os.version_id}: sum_tasks supports Debian 12+ and Ubuntu 22.04+")
         converge(conn, package_plan(site, os), report, check)

@@ -32,7 +32,7 @@ from invoke.exceptions import Exit
 
 from .config import Site
 from .db import backup as db_backup
-from .health import colour_socket, curl_page, probe, wait_healthy
+from .health import colour_socket, curl_health, curl_page, parse_answer, wait_script
 from .hooks import run_hooks
 from .lock import site_lock
 from .lock import unlock as unlock_site
@@ -168,12 +168,14 @@ def parse_records(text: str) -> list[dict]:
 
 
 def good_releases(records: list[dict], present: set[str]) -> list[str]:
-    """Ids of good releases still on disk, oldest first."""
-    seen: list[str] = []
+    """Ids of good releases still on disk, in the order they were last live (a rollback makes one live again)."""
+    order: list[str] = []
     for record in records:
-        if record.get("result") == "good" and record["id"] in present and record["id"] not in seen:
-            seen.append(record["id"])
-    return seen
+        if record.get("result") == "good" and record["id"] in present:
+            if record["id"] in order:
+                order.remove(record["id"])
+            order.append(record["id"])
+    return order
 
 
 def prune_list(records: list[dict], present: set[str], live: str, keep: int) -> list[str]:
@@ -201,13 +203,12 @@ def rollback_target(records: list[dict], present: set[str], live: str, to: str =
 
 
 def backup_undoing(records: list[dict], target: str) -> str:
-    """The pre-migration backup taken by the first release after `target` that made one."""
-    after = False
-    for record in records:
+    """The pre-migration backup taken by the first release after `target` was last live that made one."""
+    backup = ""
+    for record in reversed(records):
         if record["id"] == target:
-            after = True
-        elif after and record.get("backup"):
-            return record["backup"]
+            return backup
+        backup = record.get("backup") or backup
     return ""
 
 
@@ -394,14 +395,18 @@ def changed_files(h: Host, source: str, repo: str, old: str, new: str) -> list[s
 
 
 def start_colour(h: Host, colour: str, release_dir: str) -> None:
-    """Point `colour` at the release, start it, and wait for it to answer /health/ on its own socket."""
+    """Point `colour` at the release, start it, and wait for it to answer /health/ on its own socket (one round trip)."""
     link, unit = h.layout.colour(colour), q(h.unit(colour))
-    h.sh(
+    script = (
         f"ln -sfn {q(release_dir)} {q(link)}.tmp && mv -T {q(link)}.tmp {q(link)} && "
-        f"{{ sudo -n /usr/bin/systemctl reset-failed {unit} 2>/dev/null; sudo -n /usr/bin/systemctl start {unit}; }}",
-        f"start {colour}", "check `fab logs` and the sudoers rule from provision",
+        f"{{ sudo -n /usr/bin/systemctl reset-failed {unit} 2>/dev/null; sudo -n /usr/bin/systemctl start {unit}; }} && "
+        + wait_script(h.site, colour_socket(h.site, colour), h.site.health_timeout)
     )
-    health = wait_healthy(h.c, h.site, colour_socket(h.site, colour))
+    result = h.c.run(f"sh -c {q(script)}", hide=True, warn=True, timeout=h.site.health_timeout + 60)
+    if not result.ok:
+        raise StepError(f"could not start {colour} (exit status {result.exited})\n{result.stderr.strip()}\n{h.journal(colour)}",
+                        "check the sudoers rule from provision and `fab logs`")
+    health = parse_answer(result.stdout)
     if not health.ok:
         body = health.body.strip()[:300]
         raise StepError(
@@ -417,15 +422,35 @@ def stop_colour(h: Host, colour: str) -> None:
             hide=True, warn=True)
 
 
-def switch(h: Host, release_dir: str, old_colour: str) -> None:
-    """Make the release current (one rename), then stop the old colour: Caddy retries its requests on the new one."""
+MIGRATIONS_SQL = "SELECT md5(coalesce(string_agg(app || '.' || name, ',' ORDER BY app, name), '')) FROM django_migrations"
+
+
+def migrations_script(site: Site) -> str:
+    """Shell printing a fingerprint of the migrations applied to the site's database (psql, no Django)."""
+    return (
+        f"(set -a; . {q(site.root)}/.env; set +a; export PGPASSWORD=\"$DJANGO_DB_PASSWORD\"; "
+        'psql -XtAq -h "$DJANGO_DB_HOST" -p "$DJANGO_DB_PORT" -U "$DJANGO_DB_USER" -d "$DJANGO_DB_NAME" '
+        f"-c {q(MIGRATIONS_SQL)}) 2>/dev/null"
+    )
+
+
+def last_fingerprint(records: list[dict], release_id: str) -> str:
+    """The migrations fingerprint recorded the last time `release_id` went live knowing every applied migration."""
+    return next((r.get("migrations", "") for r in reversed(records) if r["id"] == release_id and r.get("migrations")), "")
+
+
+def switch(h: Host, release_dir: str, old_colour: str) -> str:
+    """Make the release current (one rename), then stop the old colour: Caddy retries its requests on the new one.
+
+    Returns the fingerprint of the migrations applied, recorded so a later rollback can skip Django.
+    """
     current = h.layout.current
     script = f"ln -sfn {q(release_dir)} {q(current)}.tmp && mv -T {q(current)}.tmp {q(current)}"
     if old_colour:
         script += f" && sudo -n /usr/bin/systemctl --no-block stop {q(h.unit(old_colour))} && rm -f {q(h.layout.colour(old_colour))}"
     if h.site.celery:
         script += f" && sudo -n /usr/bin/systemctl restart {q(h.site.unit_prefix + '-celery.service')}"
-    h.sh(script, "switch to the new release")
+    return h.sh(f"{script} && {{ {migrations_script(h.site)} || true; }}", "switch to the new release").strip()
 
 
 def record_and_prune(h: Host, state: dict, entry: dict) -> list[str]:
@@ -450,24 +475,25 @@ def smoke_checks(h: Host) -> None:
     """/health/ and /sitemap.xml through Caddy on the host itself (no DNS needed), and from here when the domain resolves."""
     site = h.site
     with h.report.step("smoke check through caddy") as step:
-        health = probe(h.c, site)
+        out = h.c.run(f"sh -c {q(curl_page(site, '/sitemap.xml') + '; echo; ' + curl_health(site))}", hide=True, warn=True).stdout
+        sitemap, _, answer = out.partition("\n")
+        health = parse_answer(answer)
         if health.ok:
             step.note(health.describe())
         else:
             step.warn(f"/health/ through Caddy: {health.describe()}; the release is live, check Caddy (`fab logs --service caddy`)")
-        sitemap = h.c.run(curl_page(site, "/sitemap.xml"), hide=True, warn=True).stdout.strip()
-        step.note(f"sitemap.xml HTTP {sitemap or 'no answer'} (not blocking)")
+        step.note(f"sitemap.xml HTTP {sitemap.strip() or 'no answer'} (not blocking)")
         step.note(remote_check(site))
 
 
 def remote_check(site: Site) -> str:
     """/health/ from the operator's machine with requests, only when the domain resolves."""
-    import requests
-
     try:
         socket.getaddrinfo(site.primary_domain, None)
     except OSError:
         return f"{site.primary_domain} does not resolve here: no check from this machine"
+    import requests
+
     scheme = "http" if site.tls == "off" else "https"
     try:
         response = requests.get(f"{scheme}://{site.primary_domain}/health/", timeout=5, verify=site.tls == "auto")
@@ -542,7 +568,7 @@ def do_release(c: Connection, site: Site, ref: str, source: str, strict: bool, r
             run_hooks(c, site, report, "before_switch", release_dir, entry)
             with report.step("switch") as step:
                 h.sh(f"rm -f {q(release_dir)}/.building", "mark the release built")
-                switch(h, release_dir, old)
+                entry["migrations"] = switch(h, release_dir, old)
                 step.changed(f"{colour} live, {old or 'nothing'} stopping")
         except BaseException:
             failed = report.steps[-1].name if report.steps else "release"
@@ -585,10 +611,16 @@ def do_rollback(c: Connection, site: Site, to: str, force: bool) -> dict:
         entry = {**{k: by_id[target].get(k) for k in ("ref", "sha", "venv")}, "id": target, "who": who(), "rollback": True,
                  "at": datetime.now(UTC).isoformat(timespec="seconds"), "backup": ""}
         with report.step("database migrations") as step:
-            status, output = manage(h, target_dir, "ahead")
-            if status != 0:
-                raise StepError("could not read the applied migrations\n" + output[-1500:])
-            ahead = [line[6:] for line in output.splitlines() if line.startswith("AHEAD ")]
+            known = last_fingerprint(state["records"], target)
+            applied = h.c.run(f"sh -c {q(migrations_script(site))}", hide=True, warn=True).stdout.strip()
+            if known and applied == known:
+                ahead = []
+                step.note(f"the same migrations are applied as when {target} was last live")
+            else:
+                status, output = manage(h, target_dir, "ahead")
+                if status != 0:
+                    raise StepError("could not read the applied migrations\n" + output[-1500:])
+                ahead = [line[6:] for line in output.splitlines() if line.startswith("AHEAD ")]
             if ahead:
                 backup = backup_undoing(state["records"], target)
                 message = (f"the database has {len(ahead)} migrations {target} does not know: {', '.join(ahead)}"
@@ -602,7 +634,9 @@ def do_rollback(c: Connection, site: Site, to: str, force: bool) -> dict:
                 start_colour(h, colour, target_dir)
             run_hooks(c, site, report, "before_switch", target_dir, entry)
             with report.step("switch") as step:
-                switch(h, target_dir, old)
+                fingerprint = switch(h, target_dir, old)
+                if not ahead:
+                    entry["migrations"] = fingerprint
                 step.changed(f"{colour} live, {old or 'nothing'} stopping")
         except BaseException:
             stop_colour(h, colour)

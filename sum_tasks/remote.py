@@ -101,6 +101,18 @@ def targets(c: Context, role: str = "deploy", destructive: bool = False) -> Iter
         yield conn, site
 
 
+def no_delay(c: Connection) -> Connection:
+    """Open `c` with Nagle's algorithm off: each short command then costs one round trip, not ~40 ms more."""
+    try:
+        c.open()
+    except Exception as err:  # noqa: BLE001 (socket, DNS and SSH errors all mean the same to the operator)
+        raise Exit(f"cannot connect to {host_label(c)}: {type(err).__name__}: {err}. Check the host, the user and the key.", code=1) from None
+    sock = c.client.get_transport().sock
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return c
+
+
 def one_by_one(c: Context, role: str, action: Callable[[Connection, Site], str], what: str) -> None:
     """Run `action` on each target in turn, stopping at the first failure.
 

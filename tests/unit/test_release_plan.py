@@ -119,3 +119,25 @@ def test_django_is_skipped_only_when_nothing_it_reads_changed():
     for path in ("notes/migrations/0003_x.py", "static/site.css", "notes/static/notes/app.js",
                  "examplesite/settings/production.py", "acme/settings.py"):
         assert needs_django(["notes/views.py", path]), path
+
+
+def test_rollback_goes_to_the_release_live_before_this_one():
+    records = [
+        {"id": "A", "result": "good"}, {"id": "B", "result": "good", "backup": "/b/pre-B"},
+        {"id": "A", "result": "good", "rollback": True}, {"id": "C", "result": "good", "backup": "/b/pre-C"},
+    ]
+    present = {"A", "B", "C"}
+    assert rollback_target(records, present, "C") == "A"
+    assert good_releases(records, present) == ["B", "A", "C"]
+    assert prune_list(records, present, "C", keep=2) == ["B"]
+    assert backup_undoing(records, "A") == "/b/pre-C"
+    assert backup_undoing(records, "B") == "/b/pre-C"
+
+
+def test_rollback_skips_django_only_with_a_fingerprint_from_a_clean_switch():
+    from sum_tasks.release import last_fingerprint
+
+    records = [{"id": "A", "migrations": "f1"}, {"id": "B", "migrations": "f2"}, {"id": "A", "rollback": True}]
+    assert last_fingerprint(records, "A") == "f1"
+    assert last_fingerprint(records, "B") == "f2"
+    assert last_fingerprint(records, "C") == ""
