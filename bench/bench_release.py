@@ -328,15 +328,12 @@ def count_sessions(host: TestHost, cursor: str, user: str = DEPLOY_USER) -> SshC
 
 def live_sha(ip: str) -> str:
     """The git SHA that /health/ reports through Caddy."""
-    import urllib3
+    from sum_tasks.testing.load import health_through_caddy
 
-    urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-    pool = urllib3.HTTPSConnectionPool(ip, 443, server_hostname=DOMAIN, assert_hostname=False, cert_reqs="CERT_NONE",
-                                       retries=False, timeout=10)
-    response = pool.request("GET", "/health/", headers={"Host": DOMAIN})
-    if response.status != 200:
-        raise BenchError(f"/health/ through Caddy answered {response.status}: {response.data[:300]!r}")
-    return str(json.loads(response.data)["version"]["git_sha"])
+    status, body = health_through_caddy(ip, DOMAIN)
+    if status != 200:
+        raise BenchError(f"/health/ through Caddy answered {status}: {body}")
+    return str(body["version"]["git_sha"])
 
 
 def settle(host: TestHost, timeout: float = 60.0) -> float:

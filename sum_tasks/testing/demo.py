@@ -27,6 +27,7 @@ import yaml
 
 from .client import LIBRARY_ROOT, make_client
 from .hosts import HostBootError, TestHost, boot_host, boot_problem, kept_hosts, shutdown_kept
+from .load import health_through_caddy
 from .trees import SUITES, TREES_DIR, ensure_tree, say, tree_name
 
 EXAMPLE = LIBRARY_ROOT / "examples" / "client"
@@ -126,15 +127,10 @@ def _write_client(site_dir: Path, host: TestHost) -> None:
 
 def fetch_health(ip: str, domain: str = DOMAINS[0]) -> dict[str, Any]:
     """GET https://<domain>/health/ from this machine, sent to `ip` (Caddy's internal CA is not checked)."""
-    import urllib3
-
-    urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-    pool = urllib3.HTTPSConnectionPool(ip, 443, server_hostname=domain, assert_hostname=False, cert_reqs="CERT_NONE",
-                                       retries=False, timeout=10)
-    response = pool.request("GET", "/health/", headers={"Host": domain})
-    if response.status != 200:
-        raise DemoError(f"/health/ answered {response.status}: {response.data[:300]!r}")
-    return json.loads(response.data)
+    status, body = health_through_caddy(ip, domain)
+    if status != 200:
+        raise DemoError(f"/health/ answered {status}: {body}")
+    return body
 
 
 def _prepare_dir(directory: Path) -> None:

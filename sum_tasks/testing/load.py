@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -11,6 +12,22 @@ from typing import Self
 import urllib3
 
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+
+
+def https_pool(ip: str, domain: str, timeout: float = 10.0, maxsize: int = 1) -> urllib3.HTTPSConnectionPool:
+    """HTTPS to Caddy at `ip` for `domain` (SNI set, certificate not checked: test hosts use Caddy's internal CA)."""
+    return urllib3.HTTPSConnectionPool(ip, 443, server_hostname=domain, assert_hostname=False, cert_reqs="CERT_NONE",
+                                       retries=False, timeout=timeout, maxsize=maxsize)
+
+
+def health_through_caddy(ip: str, domain: str) -> tuple[int, dict]:
+    """HTTP status and JSON body (``{}`` if it is not JSON) of ``https://<domain>/health/`` served by `ip`."""
+    response = https_pool(ip, domain).request("GET", "/health/", headers={"Host": domain})
+    try:
+        body = json.loads(response.data)
+    except ValueError:
+        body = {}
+    return response.status, body if isinstance(body, dict) else {}
 
 
 @dataclass
@@ -33,8 +50,7 @@ class Load:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         if self.https:
-            self.pool = urllib3.HTTPSConnectionPool(self.ip, 443, server_hostname=self.host, assert_hostname=False,
-                                                    cert_reqs="CERT_NONE", maxsize=self.workers, retries=False, timeout=self.timeout)
+            self.pool = https_pool(self.ip, self.host, self.timeout, self.workers)
         else:
             self.pool = urllib3.HTTPConnectionPool(self.ip, 80, maxsize=self.workers, retries=False, timeout=self.timeout)
 

@@ -9,13 +9,12 @@ import time
 from dataclasses import dataclass
 
 import pytest
-import urllib3
 from e2e_support import site_config
 from site_repo import HEADINGS, build_site_repo
 
 from sum_tasks.testing.client import Client, make_client
 from sum_tasks.testing.hosts import TestHost
-from sum_tasks.testing.load import Load
+from sum_tasks.testing.load import Load, health_through_caddy
 
 pytestmark = pytest.mark.e2e
 MIN_RATE = 20
@@ -28,11 +27,9 @@ class Deployed:
     tags: dict[str, str]
 
     def health(self) -> dict:
-        pool = urllib3.HTTPSConnectionPool(self.host.ip, 443, server_hostname="acme.test", assert_hostname=False,
-                                           cert_reqs="CERT_NONE", retries=False, timeout=5)
-        response = pool.request("GET", "/health/", headers={"Host": "acme.test"})
-        assert response.status == 200, response.data
-        return json.loads(response.data)
+        status, body = health_through_caddy(self.host.ip, "acme.test")
+        assert status == 200, body
+        return body
 
     def live_sha(self) -> str:
         return self.health()["version"]["git_sha"]

@@ -5,32 +5,18 @@ from __future__ import annotations
 import itertools
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-try:
-    from tests.site_repo import (
-        BAD_TAGS,
-        EXTRA_REQUIREMENT,
-        GOOD_TAGS,
-        HEADINGS,
-        SITE_SOURCE,
-        TAGS,
-        build_site_repo,
-    )
-except ImportError:  # run without the repository root on sys.path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from site_repo import (
-        BAD_TAGS,
-        EXTRA_REQUIREMENT,
-        GOOD_TAGS,
-        HEADINGS,
-        SITE_SOURCE,
-        TAGS,
-        build_site_repo,
-    )
+from site_repo import (
+    BAD_TAGS,
+    EXTRA_REQUIREMENT,
+    GOOD_TAGS,
+    HEADINGS,
+    SITE_SOURCE,
+    TAGS,
+    build_site_repo,
+)
 
 MIGRATION = re.compile(r"^notes/migrations/\d{4}_\w+\.py$")
 CELERY_IMPORT = re.compile(r"^\s*(import|from)\s+celery\b", re.MULTILINE)
