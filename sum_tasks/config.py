@@ -20,6 +20,8 @@ KEY_RE = re.compile(r"^(?:ssh-(?:ed25519|rsa|dss)|ecdsa-sha2-nistp\d+|sk-[a-z0-9
 REPO_RE = re.compile(r"^(?:(?:https?|ssh|git|file)://\S+|[A-Za-z0-9._-]+@[A-Za-z0-9._-]+:\S+|/\S+)$")
 ONCALENDAR_RE = re.compile(r"^[A-Za-z0-9*:/.,~ -]{1,64}$")
 
+RESERVED_USERS = ("root", "postgres", "caddy", "www-data", "redis", "nobody", "daemon", "bin", "sys", "sshd", "systemd-journal")
+RESERVED_DATABASES = ("postgres", "template0", "template1")
 TLS_MODES = ("auto", "internal", "off")
 HOOK_POINTS = ("before_migrate", "before_switch", "after_switch", "after_failure", "after_restore")
 CADDY_SOURCES = ("auto", "distro", "official")
@@ -206,6 +208,8 @@ def load_site(raw: Any) -> Site:
     if not merged["site_slug"]:
         raise ConfigError("site_slug", "is required")
     slug = validate_slug(merged["site_slug"])
+    if slug.replace("-", "_") in RESERVED_DATABASES or slug.startswith("pg-"):
+        raise ConfigError("site_slug", "names a PostgreSQL system role or database; choose another", slug)
     domains = _list("domains", merged["domains"])
     if not domains:
         raise ConfigError("domains", "needs at least one domain; the first is the primary")
@@ -219,7 +223,11 @@ def load_site(raw: Any) -> Site:
     repo_url = merged["repo_url"]
     if repo_url:
         _match("repo_url", repo_url, REPO_RE, "must be a git URL (https://, ssh://, file://, user@host:path) or an absolute path")
+        if re.search(r"://[^/@]*:[^/@]*@", repo_url):
+            raise ConfigError("repo_url", "must not hold a password or token (it would show in process lists): give the server a deploy key")
     user_rule = "must be a Unix user name (a-z, 0-9, '_', '-', at most 32)"
+    if merged["deploy_user"] in RESERVED_USERS:
+        raise ConfigError("deploy_user", "must not be a system account (the app runs as this user)", merged["deploy_user"])
     hosts = _list("hosts", merged["hosts"])
     for host in hosts:
         _match("hosts", host, HOST_RE, "each must be [user@]host[:port]")

@@ -25,6 +25,7 @@ from invoke.runners import Result
 
 from .config import BACKUP_FORMATS, Site
 from .health import colour_socket, wait_healthy
+from .hooks import run_hooks
 from .lock import site_lock
 from .ops import Op, file_op
 from .output import Report, StepError
@@ -297,6 +298,8 @@ def download_backup(c: Connection, site: Site, report: Report, item: Backup, des
             (dest.parent / ".gitignore").write_text("# Database backups: never commit them.\n*\n")
         partial = dest / f".{name}.partial"
         try:
+            partial.touch(mode=0o600)
+            partial.chmod(0o600)
             c.get(item.path, str(partial))
             got = sha256_file(partial)
             if got != item.sha256:
@@ -550,6 +553,7 @@ def restore_site(c: Connection, site: Site, report: Report, value: str) -> None:
                 step.changed("; ".join(notes))
         finally:
             bring_back(c, site, report, units)
+        run_hooks(c, site, report, "after_restore", site.root, {"file": path})
 
 
 @task(

@@ -66,7 +66,7 @@ def free_redis_db(taken: set[int]) -> int:
 
 
 def redis_db(url: str) -> int | None:
-    match = re.match(r"^redis://[^/]*/(\d+)$", url)
+    match = re.match(r"^[\'\"]?redis://[^/]*/(\d+)[\'\"]?$", url)
     return int(match.group(1)) if match else None
 
 
@@ -82,9 +82,8 @@ def merge(existing: str, site: Site, secret: Callable[[], str] = new_secret, db_
     wanted = dict(synced(site, db_port))
     for key in GENERATED:
         wanted[key] = current.get(key) or secret()
-    default_redis = f"redis://localhost:6379/{free_redis_db(redis_taken or set())}"
     for key in REDIS_KEYS:
-        wanted[key] = current.get(key) or default_redis
+        wanted[key] = current.get(key) or f"redis://localhost:6379/{free_redis_db(redis_taken or set())}"
     lines = [HEADER]
     lines += [f"{key}={format_value(value)}\n" for key, value in wanted.items()]
     others = [line for line in existing.splitlines() if line.strip() and not line.startswith(HEADER.strip())]

@@ -81,7 +81,11 @@ def read_holder(c: Connection, site: Site) -> str:
 
 
 def unlock(c: Connection, site: Site) -> str:
-    """End the process holding the site's lock; returns what it was doing, or an empty string."""
+    """Free the site's lock by ending the session process holding it; returns what held it, or an empty string.
+
+    The holding task itself (on another operator's machine) is not stopped: use this only when it is
+    gone but its SSH session lingers (a dropped network that has not timed out yet).
+    """
     held = read_holder(c, site)
     if not held or "(pid " not in held:
         return ""

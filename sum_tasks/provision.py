@@ -322,8 +322,8 @@ def caddy_ops(site: Site, facts: Facts, project_dir: str) -> list[Op]:
 
 FACTS_SCRIPT = """\
 echo "@@user"; id -un
-echo "@@env"; cat {env} 2>/dev/null
-echo "@@caddyfile"; cat /etc/caddy/Caddyfile 2>/dev/null
+echo "@@env"; sed -e '$a\\' {env} 2>/dev/null
+echo "@@caddyfile"; sed -e '$a\\' /etc/caddy/Caddyfile 2>/dev/null
 echo "@@ssh_ports"; sshd -T 2>/dev/null | awk '$1 == "port" {{print $2}}'
 echo "@@other_sites_redis"; for f in /srv/sum/*/.env; do [ "$f" = {env} ] || sed -n 's/^REDIS_URL=//p' "$f"; done 2>/dev/null
 echo "@@pg_port"; pg_lsclusters -h 2>/dev/null | sort -k4,4r | awk '{{print $3; exit}}'
@@ -333,7 +333,10 @@ echo "@@pg_port"; pg_lsclusters -h 2>/dev/null | sort -k4,4r | awk '{{print $3; 
 def read_facts(c: Connection, site: Site) -> Facts:
     out = run(c, FACTS_SCRIPT.format(env=q(f"{site.root}/.env")), root=True).stdout
     sections = parse_sections(out)
-    ports = tuple(int(p) for p in sections.get("ssh_ports", "").split() if p.isdigit()) or (22,)
+    ports = tuple(int(p) for p in sections.get("ssh_ports", "").split() if p.isdigit())
+    if not ports:
+        raise StepError("could not read the ports sshd listens on (`sshd -T`)",
+                        "the firewall step needs them so it never shuts you out; check `sshd -t` on the host")
     return Facts(
         user=c.user,
         env_text=sections.get("env", ""),
@@ -358,7 +361,7 @@ def provision(c: Context, check: bool = False) -> None:
             if os.id not in ("debian", "ubuntu"):
                 raise StepError(f"unsupported system {os.id!r} {os.version_id}: sum_tasks supports Debian 12+ and Ubuntu 22.04+")
         converge(conn, package_plan(site, os), report, check)
-        with report.step("read host facts"):
-            facts = read_facts(conn, site)
-        converge(conn, host_plan(site, facts, project_dir(c)), report, check)
+        with report.step("read host facts and plan"):
+            plan = host_plan(site, read_facts(conn, site), project_dir(c))
+        converge(conn, plan, report, check)
         report.summary()

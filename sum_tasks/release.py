@@ -376,11 +376,20 @@ def pending_migrations(output: str) -> list[str]:
     return [line.split(" ", 1)[1] for line in output.splitlines() if line.startswith("PENDING ")]
 
 
+CODE_ONLY = (".py", ".html", ".txt", ".md", ".rst")
+
+
 def needs_django(changed: list[str]) -> bool:
-    """Whether files changed between two commits can need migrate or collectstatic (same requirements)."""
+    """Whether files changed between two commits can need migrate or collectstatic (same requirements).
+
+    Only Python code and templates outside migrations and settings can change without either; any
+    other file (CSS, JS, images, anything a STATICFILES_DIRS may hold) runs them.
+    """
     for path in changed:
         parts = path.split("/")
         if "migrations" in parts or "static" in parts or any(part.startswith("settings") for part in parts):
+            return True
+        if not path.endswith(CODE_ONLY):
             return True
     return False
 
@@ -442,15 +451,21 @@ def last_fingerprint(records: list[dict], release_id: str) -> str:
 def switch(h: Host, release_dir: str, old_colour: str) -> str:
     """Make the release current (one rename), then stop the old colour: Caddy retries its requests on the new one.
 
+    Once `current` names the new release nothing undoes it: a failure after the rename (stopping the
+    old colour, restarting celery) is a warning, never a reason to stop the colour now serving.
     Returns the fingerprint of the migrations applied, recorded so a later rollback can skip Django.
     """
     current = h.layout.current
-    script = f"ln -sfn {q(release_dir)} {q(current)}.tmp && mv -T {q(current)}.tmp {q(current)}"
-    if old_colour:
-        script += f" && sudo -n /usr/bin/systemctl --no-block stop {q(h.unit(old_colour))} && rm -f {q(h.layout.colour(old_colour))}"
+    h.sh(f"ln -sfn {q(release_dir)} {q(current)}.tmp && mv -T {q(current)}.tmp {q(current)}", "switch current")
+    after = [f"sudo -n /usr/bin/systemctl --no-block stop {q(h.unit(old_colour))}", f"rm -f {q(h.layout.colour(old_colour))}"] if old_colour else []
     if h.site.celery:
-        script += f" && sudo -n /usr/bin/systemctl restart {q(h.site.unit_prefix + '-celery.service')}"
-    return h.sh(f"{script} && {{ {migrations_script(h.site)} || true; }}", "switch to the new release").strip()
+        after.append(f"sudo -n /usr/bin/systemctl restart {q(h.site.unit_prefix + '-celery.service')}")
+    script = " && ".join(after) + (" && " if after else "")
+    result = h.c.run(f"sh -c {q(script + 'echo @@migrations; ' + migrations_script(h.site))}", hide=True, warn=True)
+    if "@@migrations" not in result.stdout:
+        h.report.steps[-1].warn(f"switched, but finishing the switch failed: {result.stderr.strip()[-300:]}; see `fab status`")
+        return ""
+    return result.stdout.split("@@migrations", 1)[1].strip()
 
 
 def record_and_prune(h: Host, state: dict, entry: dict) -> list[str]:
@@ -553,7 +568,7 @@ def do_release(c: Connection, site: Site, ref: str, source: str, strict: bool, r
                 step.changed(note)
         old, colour = live_colour(state), idle_colour(state)
         staging = f"{h.layout.releases}/.incoming-{int(time.time() * 1000)}"
-        release_dir = ""
+        release_dir, switched = "", False
         try:
             with report.step(f"fetch {ref} ({source})") as step:
                 entry["sha"], requirements = fetch_code(h, ref, source, repo, staging)
@@ -563,14 +578,17 @@ def do_release(c: Connection, site: Site, ref: str, source: str, strict: bool, r
                 entry["reused"] = place_release(h, staging, release_dir, entry["sha"], entry["id"], h.layout.venv(entry["venv"]))
                 step.note(f"{entry['sha'][:12]} as {entry['id']}")
             prepare(h, state, entry, release_dir, source, repo, strict, requirements)
+            run_hooks(c, site, report, "before_switch", release_dir, entry)
             with report.step(f"start {colour} and wait for /health/"):
                 start_colour(h, colour, release_dir)
-            run_hooks(c, site, report, "before_switch", release_dir, entry)
             with report.step("switch") as step:
                 h.sh(f"rm -f {q(release_dir)}/.building", "mark the release built")
+                switched = True
                 entry["migrations"] = switch(h, release_dir, old)
                 step.changed(f"{colour} live, {old or 'nothing'} stopping")
         except BaseException:
+            if switched:
+                raise
             failed = report.steps[-1].name if report.steps else "release"
             stop_colour(h, colour)
             if release_dir:
@@ -629,17 +647,21 @@ def do_rollback(c: Connection, site: Site, to: str, force: bool) -> dict:
                     raise StepError(message, "roll back anyway with --force, or restore that backup with db.restore")
                 step.warn(message)
         old, colour = live_colour(state), idle_colour(state)
+        switched = False
         try:
+            run_hooks(c, site, report, "before_switch", target_dir, entry)
             with report.step(f"start {colour} and wait for /health/"):
                 start_colour(h, colour, target_dir)
-            run_hooks(c, site, report, "before_switch", target_dir, entry)
             with report.step("switch") as step:
+                switched = True
                 fingerprint = switch(h, target_dir, old)
                 if not ahead:
                     entry["migrations"] = fingerprint
                 step.changed(f"{colour} live, {old or 'nothing'} stopping")
         except BaseException:
-            stop_colour(h, colour)
+            if not switched:
+                stop_colour(h, colour)
+                run_hooks(c, site, report, "after_failure", target_dir, {**entry, "step": report.steps[-1].name})
             raise
         entry.update(result="good", seconds=round(time.monotonic() - started, 2), colour=colour)
         with report.step("record and prune"):
@@ -695,7 +717,7 @@ def releases(c: Context) -> None:
 
 @task
 def unlock(c: Context) -> None:
-    """End a stuck task holding the site's lock (a killed release frees it by itself)."""
+    """Free a lock left by a task whose SSH session lingers (a killed or interrupted task frees it by itself)."""
     for conn, site in targets(c, role="deploy"):
         held = unlock_site(conn, site)
         print(f"[{host_label(conn)}] " + (f"ended: {held}" if held else "not locked"))

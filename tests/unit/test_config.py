@@ -88,3 +88,19 @@ def test_strings_from_env_vars_are_cast():
 
 def test_every_default_is_typed():
     assert all(value is not None for value in DEFAULTS.values())
+
+
+@pytest.mark.parametrize("slug", ["postgres", "template1", "template0", "pg-monitor"])
+def test_slugs_that_would_take_over_postgresql_system_names(slug):
+    assert "PostgreSQL system role or database" in refused(site_slug=slug)
+
+
+@pytest.mark.parametrize("user", ["root", "postgres", "caddy", "www-data"])
+def test_deploy_user_is_not_a_system_account(user):
+    assert "system account" in refused(deploy_user=user)
+
+
+def test_repo_url_without_credentials():
+    assert "deploy key" in refused(repo_url="https://ci:s3cret-token@git.example/acme.git")
+    assert load_site({**GOOD, "repo_url": "https://git.example/acme.git"}).repo_url
+    assert load_site({**GOOD, "repo_url": "git@git.example:agency/acme.git"}).repo_url
