@@ -7,8 +7,6 @@ file says who holds it and since when, and `unlock` ends a holder that is stuck.
 
 from __future__ import annotations
 
-import getpass
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +16,7 @@ from fabric import Connection
 from invoke.exceptions import Exit
 
 from .config import Site
-from .remote import no_delay, q, run
+from .remote import no_delay, q, run, who
 
 BUSY = 75
 
@@ -29,7 +27,7 @@ def lock_paths(site: Site) -> tuple[str, str]:
 
 def holder_text(action: str) -> str:
     since = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-    return f"{action} by {getpass.getuser()}@{socket.gethostname()} since {since}"
+    return f"{action} by {who()} since {since}"
 
 
 @contextmanager

@@ -204,13 +204,14 @@ def host_plan(site: Site, facts: Facts, project_dir: str = "", secret=new_secret
     ))
     if site.ssh_hardening:
         ops += ssh_hardening_ops(site, facts, project_dir)
+    ports = tuple(sorted(set(facts.ssh_ports) | {80, 443}))
     ops.append(Op(
         "firewall (ufw)",
         "ufw status verbose",
         "set -e\nufw --force reset >/dev/null\nufw default deny incoming\nufw default allow outgoing\n"
-        + "".join(f"ufw allow {p}/tcp\n" for p in sorted(set(facts.ssh_ports) | {80, 443}))
+        + "".join(f"ufw allow {p}/tcp\n" for p in ports)
         + "ufw --force enable",
-        expect=lambda out: ufw_converged(out, tuple(sorted(set(facts.ssh_ports) | {80, 443}))),
+        expect=lambda out: ufw_converged(out, ports),
     ))
     ops += [
         Op(
@@ -242,9 +243,10 @@ def host_plan(site: Site, facts: Facts, project_dir: str = "", secret=new_secret
         ),
     ]
     env_text = envfile.merge(facts.env_text, site, secret, facts.pg_port, set(facts.redis_taken))
-    password = envfile.parse(env_text)["DJANGO_DB_PASSWORD"]
+    values = envfile.parse(env_text)
+    password = values["DJANGO_DB_PASSWORD"]
     add_secret(password)
-    add_secret(envfile.parse(env_text)["DJANGO_SECRET_KEY"])
+    add_secret(values["DJANGO_SECRET_KEY"])
     ops += [
         file_op(".env", f"{root}/.env", env_text, 0o600, user, user),
         Op(

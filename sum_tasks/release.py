@@ -14,7 +14,6 @@ colour serves until the new one answers ``/health/``; stopping the old one moves
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import io
 import json
@@ -38,7 +37,7 @@ from .lock import site_lock
 from .lock import unlock as unlock_site
 from .output import Report, StepError
 from .provision import COLOURS, project_dir
-from .remote import host_label, one_by_one, parse_sections, q, targets
+from .remote import host_label, one_by_one, parse_sections, q, targets, who
 
 REF_RE = re.compile(r"^(?!-)(?!.*\.\.)(?!.*@\{)(?!.*//)[A-Za-z0-9._/@+-]{1,200}(?<![./])(?<!\.lock)$")
 GIT_REQ_RE = re.compile(r"git\+\S+?(?:@(?P<ref>[^#\s@/]+))?(?:#\S*)?$")
@@ -212,10 +211,6 @@ def backup_undoing(records: list[dict], target: str) -> str:
     return ""
 
 
-def who() -> str:
-    return f"{getpass.getuser()}@{socket.gethostname()}"
-
-
 class Host:
     """One site on one connection: the remote commands release and rollback are made of."""
 
@@ -231,12 +226,11 @@ class Host:
             raise StepError(f"{what} (exit status {result.exited})\n{tail}", hint)
         return result.stdout
 
-    def systemctl(self, verb: str, colour_or_unit: str, warn: bool = False) -> bool:
-        unit = colour_or_unit if colour_or_unit.endswith(".service") else self.unit(colour_or_unit)
+    def systemctl(self, verb: str, colour: str) -> None:
+        unit = self.unit(colour)
         result = self.c.run(f"sudo -n /usr/bin/systemctl {verb} {q(unit)}", hide=True, warn=True)
-        if not result.ok and not warn:
+        if not result.ok:
             raise StepError(f"systemctl {verb} {unit} failed\n{result.stderr.strip()}", "check `fab logs` and the sudoers rule from provision")
-        return result.ok
 
     def unit(self, colour: str) -> str:
         return f"{self.site.unit_prefix}-gunicorn@{colour}.service"

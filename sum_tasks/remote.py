@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import io
 import shlex
 import socket
@@ -64,6 +65,11 @@ def parse_sections(text: str) -> dict[str, str]:
         elif current:
             sections[current].append(line)
     return {k: "".join(v) for k, v in sections.items()}
+
+
+def who() -> str:
+    """The operator, as user@machine, for records and lock holders."""
+    return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 def is_local(host: str) -> bool:
