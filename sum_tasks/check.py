@@ -69,6 +69,7 @@ def check_script(site: Site, db_list: str) -> str:
         "echo @@redis_ping; timeout 5 redis-cli ping 2>&1\n"
         "echo @@redis_listen; ss -Hltn 'sport = :6379'\n"
         "echo @@current; readlink current\n"
+        "echo @@live; readlink live.sock\n"
         + "".join(f"echo @@{c}; readlink colours/{c}\n" for c in COLOURS)
         + f"echo @@active; systemctl is-active {' '.join(q(u) for u in app_units(site))}\n"
         "echo @@release_env; cat current/.release.env 2>/dev/null\n"
@@ -102,18 +103,22 @@ def check_services(site: Site, sections: dict[str, str]) -> list[Check]:
     """The live colour's gunicorn, caddy and (when enabled) celery are active."""
     units = app_units(site)
     states = dict(zip(units, sections.get("active", "").split()))
-    state = {"current": link_name(sections.get("current", "")), "colours": {c: link_name(sections.get(c, "")) for c in COLOURS}}
+    state = {"current": link_name(sections.get("current", "")), "live": link_name(sections.get("live", "")).removesuffix(".sock"),
+             "colours": {c: link_name(sections.get(c, "")) for c in COLOURS}}
     live = live_colour(state)
     checks = []
     if not state["current"]:
         checks.append(Check("gunicorn", "fail", "no live release: run `fab release --ref ...`"))
     elif not live:
         checks.append(Check("gunicorn", "fail", f"no colour runs the live release {state['current']}: `fab release` or `fab rollback` repairs it"))
+    elif state["live"] != live:
+        checks.append(Check("gunicorn", "fail", f"Caddy's live.sock names {state['live'] or 'nothing'}, but {live} runs the live release: "
+                                                "`fab rollback` or `fab release` repairs it"))
     else:
         unit = f"{site.unit_prefix}-gunicorn@{live}.service"
-        idle = next(c for c in COLOURS if c != live)
-        idle_state = states.get(f"{site.unit_prefix}-gunicorn@{idle}.service", "unknown")
-        other = f"; {idle} {idle_state}" + (" (a release in progress, or a stale colour)" if idle_state == "active" else "")
+        standby = next(c for c in COLOURS if c != live)
+        standby_state = states.get(f"{site.unit_prefix}-gunicorn@{standby}.service", "unknown")
+        other = f"; {standby} {standby_state}" + (f" (warm standby: {state['colours'][standby]})" if standby_state == "active" else "")
         if states.get(unit) == "active":
             checks.append(Check("gunicorn", "ok", f"{live} live, active, release {state['current']}{other}"))
         else:

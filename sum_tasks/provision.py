@@ -300,7 +300,21 @@ def unit_ops(site: Site, project_dir: str) -> list[Op]:
     units = [f"{site.unit_prefix}-gunicorn@{c}.service" for c in COLOURS] + ([f"{site.unit_prefix}-celery.service"] if site.celery else [])
     names = " ".join(units)
     ops.append(Op("units enabled", f"systemctl is-enabled -q {names}", f"systemctl enable {names}"))
+    ops.append(live_socket_op(site))
     return ops
+
+
+def live_socket_op(site: Site) -> Op:
+    """Caddy proxies to `live.sock`: a site released before it existed gets it, naming the colour that runs `current`."""
+    root, link = q(site.root), q(f"{site.root}/live.sock")
+    return Op(
+        "live.sock names the live colour",
+        f"[ -L {link} ] || [ ! -L {root}/current ]",
+        f"cd {root} && for c in {' '.join(COLOURS)}; do if [ \"$(readlink colours/$c)\" = \"$(readlink current)\" ]; then "
+        f"ln -sfn {q(site.run_dir)}/$c.sock live.sock.tmp && chown -h {q(site.deploy_user)}: live.sock.tmp && "
+        "mv -T live.sock.tmp live.sock; fi; done",
+        hint="no colour runs the release `current` names: `fab release` repairs it",
+    )
 
 
 def caddy_ops(site: Site, facts: Facts, project_dir: str) -> list[Op]:

@@ -1,15 +1,19 @@
-"""release and rollback: build beside the live release, start it on the idle colour, switch once healthy.
+"""release and rollback: build beside the live release, start it on the standby colour, switch once healthy.
 
 Layout under ``/srv/sum/<slug>/``::
 
     releases/<id>/          one commit's files, .venv -> ../../venvs/<requirements hash>, .release.env
     venvs/<hash>/           one venv per distinct requirements.txt, shared by the releases that match it
-    colours/blue, green     which release each gunicorn colour runs; only the live one between releases
-    current                 the live release: switching it is one rename
+    colours/blue, green     which release each gunicorn colour runs
+    colours/<colour>.env    sha256 of the .env the colour started with
+    current                 the live release
+    live.sock               the live colour's socket, which Caddy proxies to
     releases.jsonl          one record per release attempt
 
-Caddy proxies to both colours' sockets and serves from the first healthy one, so the old
-colour serves until the new one answers ``/health/``; stopping the old one moves the traffic.
+Between releases both colours run: the live one and, as a warm standby, the previous release.
+A release restarts the standby with the new code, waits for ``/health/`` on its own socket,
+then renames `current` and `live.sock`: new connections go to the new colour while the old
+one finishes what it has and stays up, so a rollback to it is one more rename.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ GIT_REQ_RE = re.compile(r"git\+\S+?(?:@(?P<ref>[^#\s@/]+))?(?:#\S*)?$")
 PINNED_REF_RE = re.compile(r"^(?:v?\d+(?:\.\d+)*(?:[-.+][A-Za-z0-9.]+)?|[0-9a-f]{7,40})$")
 SOURCES = ("auto", "server", "local")
 PENDING = 10
+STANDBY_TIMEOUT = 3  # seconds a warm standby gets to answer /health/ before rollback restarts it
 
 MANAGE_SCRIPT = """\
 import sys
@@ -100,8 +105,15 @@ class Layout:
     def venv(self, digest: str) -> str:
         return f"{self.root}/venvs/{digest}"
 
+    @property
+    def live_socket(self) -> str:
+        return f"{self.root}/live.sock"
+
     def colour(self, colour: str) -> str:
         return f"{self.root}/colours/{colour}"
+
+    def env_stamp(self, colour: str) -> str:
+        return f"{self.root}/colours/{colour}.env"
 
 
 def validate_ref(ref: str) -> str:
@@ -244,7 +256,9 @@ class Host:
         script = (
             f"cd {q(self.site.root)} || exit 3\n"
             "echo @@current; readlink current\n"
-            + "".join(f"echo @@{c}; readlink colours/{c}\n" for c in COLOURS)
+            "echo @@live; readlink live.sock\n"
+            "echo @@env; sha256sum < .env\n"
+            + "".join(f"echo @@{c}; readlink colours/{c}\necho @@{c}.env; cat colours/{c}.env\n" for c in COLOURS)
             + f"echo @@active; systemctl is-active {' '.join(q(self.unit(c)) for c in COLOURS)}\n"
             "echo @@dirs; ls -1 releases\n"
             "echo @@building; ls -1d releases/*/.building releases/.incoming-*\n"
@@ -258,7 +272,10 @@ class Host:
         active = sections.get("active", "").split()
         return {
             "current": link_name(sections.get("current", "")),
+            "live": link_name(sections.get("live", "")).removesuffix(".sock"),
+            "env": sections.get("env", "").strip(),
             "colours": {c: link_name(sections.get(c, "")) for c in COLOURS},
+            "env_stamps": {c: sections.get(f"{c}.env", "").strip() for c in COLOURS},
             "active": {c: (active[i] if i < len(active) else "") == "active" for i, c in enumerate(COLOURS)},
             "dirs": set(sections.get("dirs", "").split()),
             "building": [p.split("/")[1] for p in sections.get("building", "").split()],
@@ -273,24 +290,45 @@ def link_name(target: str) -> str:
 
 
 def live_colour(state: dict) -> str:
-    return next((c for c in COLOURS if state["current"] and state["colours"][c] == state["current"]), "")
+    """The colour running the live release: the one `live.sock` names, else any that runs it (older layouts)."""
+    running = [c for c in COLOURS if state["current"] and state["colours"][c] == state["current"]]
+    return state.get("live", "") if state.get("live", "") in running else next(iter(running), "")
 
 
-def idle_colour(state: dict) -> str:
+def standby_colour(state: dict) -> str:
     live = live_colour(state)
     return next(c for c in COLOURS if c != live)
 
 
+def warm_standby(state: dict, release_id: str) -> bool:
+    """Whether the standby colour runs `release_id`, started with the .env the host has now."""
+    colour = standby_colour(state)
+    return (state["colours"][colour] == release_id and state["active"][colour]
+            and bool(state["env"]) and state["env_stamps"][colour] == state["env"])
+
+
+def stale_colours(state: dict) -> list[str]:
+    """Colours that are neither live nor a standby running a good release whole on disk (a killed task's leftovers)."""
+    good = {r["id"] for r in state["records"] if r.get("result") == "good"} & state["dirs"]
+    live = live_colour(state)
+    return [c for c in COLOURS if c != live and (state["colours"][c] or state["active"][c])
+            and not (state["colours"][c] in good and state["colours"][c] not in state["building"])]
+
+
 def clean_up(h: Host, state: dict) -> list[str]:
-    """Undo what a killed release left: a colour running something not live, half-built release dirs."""
+    """Undo what a killed task left: a standby that runs no good release, `live.sock` astray, half-built dirs."""
     done, script = [], []
     live = live_colour(state)
-    for colour in COLOURS:
-        if colour != live and state["active"][colour]:
+    for colour in stale_colours(state):
+        if state["active"][colour]:
             h.systemctl("stop", colour)
             done.append(f"stopped stale {colour}")
-        if colour != live and state["colours"][colour]:
-            script.append(f"rm -f {q(h.layout.colour(colour))}")
+        if state["colours"][colour]:
+            script.append(f"rm -f {q(h.layout.colour(colour))} {q(h.layout.env_stamp(colour))}")
+    if live and state["live"] != live:
+        script.append(relink(h.layout.live_socket, colour_socket(h.site, live)))
+        done.append(f"pointed live.sock at {live}")
+        state["live"] = live
     for name in state["building"]:
         script.append(f"rm -rf {q(h.layout.releases + '/' + name)}")
         state["dirs"].discard(name)
@@ -397,12 +435,17 @@ def changed_files(h: Host, source: str, repo: str, old: str, new: str) -> list[s
     return result.stdout.splitlines() if result.ok else None
 
 
+def relink(link: str, target: str) -> str:
+    """Shell that points the symlink `link` at `target` with one rename."""
+    return f"ln -sfn {q(target)} {q(link)}.tmp && mv -T {q(link)}.tmp {q(link)}"
+
+
 def start_colour(h: Host, colour: str, release_dir: str) -> None:
-    """Point `colour` at the release, start it, and wait for it to answer /health/ on its own socket (one round trip)."""
-    link, unit = h.layout.colour(colour), q(h.unit(colour))
+    """Point `colour` at the release, (re)start it, and wait for /health/ on its own socket (one round trip)."""
+    unit, lay = q(h.unit(colour)), h.layout
     script = (
-        f"ln -sfn {q(release_dir)} {q(link)}.tmp && mv -T {q(link)}.tmp {q(link)} && "
-        f"{{ sudo -n /usr/bin/systemctl reset-failed {unit} 2>/dev/null; sudo -n /usr/bin/systemctl start {unit}; }} && "
+        f"{relink(lay.colour(colour), release_dir)} && (umask 077 && sha256sum < {q(h.site.root)}/.env > {q(lay.env_stamp(colour))}) && "
+        f"{{ sudo -n /usr/bin/systemctl reset-failed {unit} 2>/dev/null; sudo -n /usr/bin/systemctl restart {unit}; }} && "
         + wait_script(h.site, colour_socket(h.site, colour), h.site.health_timeout)
     )
     result = h.c.run(f"sh -c {q(script)}", hide=True, warn=True, timeout=h.site.health_timeout + 60)
@@ -419,10 +462,16 @@ def start_colour(h: Host, colour: str, release_dir: str) -> None:
         )
 
 
+def standby_healthy(h: Host, colour: str) -> bool:
+    """Whether the running standby answers /health/ with 200 on its own socket within a few seconds."""
+    script = wait_script(h.site, colour_socket(h.site, colour), STANDBY_TIMEOUT)
+    return parse_answer(h.c.run(f"sh -c {q(script)}", hide=True, warn=True, timeout=STANDBY_TIMEOUT + 30).stdout).ok
+
+
 def stop_colour(h: Host, colour: str) -> None:
-    unit = q(h.unit(colour))
-    h.c.run(f"sudo -n /usr/bin/systemctl stop {unit}; sudo -n /usr/bin/systemctl reset-failed {unit}; rm -f {q(h.layout.colour(colour))}",
-            hide=True, warn=True)
+    unit, lay = q(h.unit(colour)), h.layout
+    h.c.run(f"sudo -n /usr/bin/systemctl stop {unit}; sudo -n /usr/bin/systemctl reset-failed {unit}; "
+            f"rm -f {q(lay.colour(colour))} {q(lay.env_stamp(colour))}", hide=True, warn=True)
 
 
 MIGRATIONS_SQL = "SELECT md5(coalesce(string_agg(app || '.' || name, ',' ORDER BY app, name), '')) FROM django_migrations"
@@ -442,20 +491,24 @@ def last_fingerprint(records: list[dict], release_id: str) -> str:
     return next((r.get("migrations", "") for r in reversed(records) if r["id"] == release_id and r.get("migrations")), "")
 
 
-def switch(h: Host, release_dir: str, old_colour: str) -> str:
-    """Make the release current (one rename), then stop the old colour: Caddy retries its requests on the new one.
+def switch(h: Host, release_dir: str, colour: str, retire: str = "") -> str:
+    """Make the release current and send new connections to `colour` (two renames in one command).
 
-    Once `current` names the new release nothing undoes it: a failure after the rename (stopping the
-    old colour, restarting celery) is a warning, never a reason to stop the colour now serving.
+    The colour that served keeps running as the warm standby unless it is `retire`d. Once `current`
+    names the new release nothing undoes it: a failure after the renames (restarting celery) is a
+    warning, never a reason to stop the colour now serving.
     Returns the fingerprint of the migrations applied, recorded so a later rollback can skip Django.
     """
-    current = h.layout.current
-    h.sh(f"ln -sfn {q(release_dir)} {q(current)}.tmp && mv -T {q(current)}.tmp {q(current)}", "switch current")
-    after = [f"sudo -n /usr/bin/systemctl --no-block stop {q(h.unit(old_colour))}", f"rm -f {q(h.layout.colour(old_colour))}"] if old_colour else []
+    lay = h.layout
+    after = [f"sudo -n /usr/bin/systemctl --no-block stop {q(h.unit(retire))}",
+             f"rm -f {q(lay.colour(retire))} {q(lay.env_stamp(retire))}"] if retire else []
     if h.site.celery:
         after.append(f"sudo -n /usr/bin/systemctl restart {q(h.site.unit_prefix + '-celery.service')}")
-    script = " && ".join(after) + (" && " if after else "")
-    result = h.c.run(f"sh -c {q(script + 'echo @@migrations; ' + migrations_script(h.site))}", hide=True, warn=True)
+    script = (f"{relink(lay.current, release_dir)} && {relink(lay.live_socket, colour_socket(h.site, colour))} && echo @@switched && "
+              + "".join(f"{command} && " for command in after) + "echo @@migrations; " + migrations_script(h.site))
+    result = h.c.run(f"sh -c {q(script)}", hide=True, warn=True)
+    if "@@switched" not in result.stdout:
+        raise StepError(f"could not switch current (exit status {result.exited})\n{result.stderr.strip()[-300:]}")
     if "@@migrations" not in result.stdout:
         h.report.steps[-1].warn(f"switched, but finishing the switch failed: {result.stderr.strip()[-300:]}; see `fab status`")
         return ""
@@ -553,16 +606,16 @@ def prepare(h: Host, state: dict, entry: dict, release_dir: str, source: str, re
 def do_release(c: Connection, site: Site, ref: str, source: str, strict: bool, repo: str) -> dict:
     report = Report(f"release {ref}", host_label(c))
     h = Host(c, site, report)
-    started = time.monotonic()
+    began = time.monotonic()
     entry: dict = {"ref": ref, "who": who(), "at": datetime.now(UTC).isoformat(timespec="seconds"), "backup": ""}
     with site_lock(c, site, f"release {ref}"):
         with report.step("state") as step:
             state = h.state()
             for note in clean_up(h, state):
                 step.changed(note)
-        old, colour = live_colour(state), idle_colour(state)
+        old, colour = live_colour(state), standby_colour(state)
         staging = f"{h.layout.releases}/.incoming-{int(time.time() * 1000)}"
-        release_dir, switched = "", False
+        release_dir, started, switched = "", False, False
         try:
             with report.step(f"fetch {ref} ({source})") as step:
                 entry["sha"], requirements = fetch_code(h, ref, source, repo, staging)
@@ -574,28 +627,30 @@ def do_release(c: Connection, site: Site, ref: str, source: str, strict: bool, r
             prepare(h, state, entry, release_dir, source, repo, strict, requirements)
             run_hooks(c, site, report, "before_switch", release_dir, entry)
             with report.step(f"start {colour} and wait for /health/"):
+                started = True
                 start_colour(h, colour, release_dir)
             with report.step("switch") as step:
                 h.sh(f"rm -f {q(release_dir)}/.building", "mark the release built")
                 switched = True
-                entry["migrations"] = switch(h, release_dir, old)
-                step.changed(f"{colour} live, {old or 'nothing'} stopping")
+                entry["migrations"] = switch(h, release_dir, colour)
+                step.changed(f"{colour} live" + (f", {old} kept running as the warm standby" if old else ""))
         except BaseException:
             if switched:
                 raise
             failed = report.steps[-1].name if report.steps else "release"
-            stop_colour(h, colour)
+            if started:
+                stop_colour(h, colour)
             if release_dir:
                 h.c.run(f"rm -f {q(release_dir)}/.building && touch {q(release_dir)}/.failed", hide=True, warn=True)
             else:
                 h.c.run(f"rm -rf {q(staging)} {q(staging)}.tar.gz", hide=True, warn=True)
             if "id" in entry:
                 entry.pop("reused", None)
-                entry.update(result=f"failed: {failed}", seconds=round(time.monotonic() - started, 2), colour=colour)
+                entry.update(result=f"failed: {failed}", seconds=round(time.monotonic() - began, 2), colour=colour)
                 record_and_prune(h, state, entry)
             run_hooks(c, site, report, "after_failure", release_dir or site.root, {**entry, "step": failed})
             raise
-        entry.update(result="good", seconds=round(time.monotonic() - started, 2), colour=colour)
+        entry.update(result="good", seconds=round(time.monotonic() - began, 2), colour=colour)
         with report.step("record and prune") as step:
             removed = record_and_prune(h, state, entry)
             if removed:
@@ -609,7 +664,7 @@ def do_release(c: Connection, site: Site, ref: str, source: str, strict: bool, r
 def do_rollback(c: Connection, site: Site, to: str, force: bool) -> dict:
     report = Report("rollback" + (f" --to {to}" if to else ""), host_label(c))
     h = Host(c, site, report)
-    started = time.monotonic()
+    began = time.monotonic()
     with site_lock(c, site, "rollback"):
         with report.step("state") as step:
             state = h.state()
@@ -640,24 +695,32 @@ def do_rollback(c: Connection, site: Site, to: str, force: bool) -> dict:
                 if not force:
                     raise StepError(message, "roll back anyway with --force, or restore that backup with db.restore")
                 step.warn(message)
-        old, colour = live_colour(state), idle_colour(state)
-        switched = False
+        old, colour = live_colour(state), standby_colour(state)
+        warm, started, switched = warm_standby(state, target), False, False
         try:
             run_hooks(c, site, report, "before_switch", target_dir, entry)
-            with report.step(f"start {colour} and wait for /health/"):
-                start_colour(h, colour, target_dir)
+            if warm:
+                with report.step(f"{colour} (warm standby) /health/") as step:
+                    warm = standby_healthy(h, colour)
+                    if not warm:
+                        step.warn(f"the warm standby did not answer /health/ with 200: restarting {colour}")
+            if not warm:
+                with report.step(f"start {colour} and wait for /health/"):
+                    started = True
+                    start_colour(h, colour, target_dir)
             with report.step("switch") as step:
                 switched = True
-                fingerprint = switch(h, target_dir, old)
+                fingerprint = switch(h, target_dir, colour)
                 if not ahead:
                     entry["migrations"] = fingerprint
-                step.changed(f"{colour} live, {old or 'nothing'} stopping")
+                step.changed(f"{colour} live" + (f", {old} kept running as the warm standby" if old else ""))
         except BaseException:
-            if not switched:
+            if started and not switched:
                 stop_colour(h, colour)
+            if not switched:
                 run_hooks(c, site, report, "after_failure", target_dir, {**entry, "step": report.steps[-1].name})
             raise
-        entry.update(result="good", seconds=round(time.monotonic() - started, 2), colour=colour)
+        entry.update(result="good", seconds=round(time.monotonic() - began, 2), colour=colour)
         with report.step("record and prune"):
             record_and_prune(h, state, entry)
         run_hooks(c, site, report, "after_switch", target_dir, entry)

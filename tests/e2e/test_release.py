@@ -40,6 +40,20 @@ class Deployed:
     def release(self, ref: str, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
         return self.client.fab("-H", "deploy@vps", "release", "--ref", ref, *extra, check=check)
 
+    def colours(self) -> tuple[str, str, dict[str, str]]:
+        """The live colour (as Caddy's live.sock names it), the standby, and each colour's systemd state."""
+        live = self.host.ssh("readlink /srv/sum/acme/live.sock").stdout.strip().rsplit("/", 1)[-1].removesuffix(".sock")
+        states = self.host.ssh("systemctl is-active sum-acme-gunicorn@blue sum-acme-gunicorn@green", check=False).stdout.split()
+        return live, "green" if live == "blue" else "blue", dict(zip(("blue", "green"), states))
+
+    def colour_sha(self, colour: str) -> str:
+        """The git SHA `/health/` reports on one colour's own socket, bypassing Caddy."""
+        out = self.host.ssh(f"curl -s --unix-socket /run/sum/acme/{colour}.sock http://acme.test/health/").stdout
+        return json.loads(out)["version"]["git_sha"]
+
+    def main_pid(self, colour: str) -> str:
+        return self.host.ssh(f"systemctl show -p MainPID --value sum-acme-gunicorn@{colour}").stdout.strip()
+
 
 def assert_no_drops(load: Load) -> None:
     assert load.total / load.seconds >= MIN_RATE, load.summary()
@@ -75,12 +89,12 @@ def test_good_release_under_load_reuses_the_venv(site):
     page = site.host.ssh("curl -sk --resolve acme.test:443:127.0.0.1 https://acme.test/").stdout
     assert HEADINGS["v1.2"] in page
     assert re.search(r"\[deploy@vps\] release v1.2: \S+ live \(", out.stdout)
-    # Exactly one colour serves between releases, and its unit passes systemd-analyze.
-    active = site.host.ssh("systemctl is-active sum-acme-gunicorn@blue sum-acme-gunicorn@green", check=False).stdout.split()
-    assert sorted(active) == ["active", "inactive"]
-    live = "blue" if active[0] == "active" else "green"
+    # Caddy's live.sock names the new colour; the old one stays up on v1 as the warm standby.
+    live, standby, states = site.colours()
+    assert states == {"blue": "active", "green": "active"}
+    assert site.colour_sha(live) == site.tags["v1.2"] and site.colour_sha(standby) == site.tags["v1"]
     site.host.ssh(f"systemd-analyze verify /etc/systemd/system/sum-acme-gunicorn@{live}.service")
-    assert site.host.ssh("stat -c '%a %U %G' /run/sum/acme/*.sock").stdout.split() == ["660", "deploy", "www-data"]
+    assert site.host.ssh("stat -c '%a %U %G' /run/sum/acme/*.sock").stdout.split() == ["660", "deploy", "www-data"] * 2
 
 
 def test_pending_migrations_take_a_backup_first(site):
@@ -103,6 +117,7 @@ def test_pending_migrations_take_a_backup_first(site):
 ])
 def test_failing_release_leaves_the_old_one_serving(site, tag, step):
     before = site.live_sha()
+    _, standby_before, states_before = site.colours()
     with site.load() as load:
         out = site.release(tag, check=False)
     assert_no_drops(load)
@@ -110,8 +125,11 @@ def test_failing_release_leaves_the_old_one_serving(site, tag, step):
     assert re.search(rf"FAILED on deploy@vps at step '[^']*{re.escape(step)}[^']*'", out.stderr), out.stderr
     assert "the previous release is still serving" in out.stderr or tag == "no-such-tag"
     assert site.live_sha() == before
-    active = site.host.ssh("systemctl is-active sum-acme-gunicorn@blue sum-acme-gunicorn@green", check=False).stdout.split()
-    assert sorted(active) == ["active", "inactive"]
+    # The live colour serves on; a standby restarted with the failed release is stopped.
+    live, standby, states = site.colours()
+    assert site.colour_sha(live) == before and states[live] == "active"
+    assert standby == standby_before
+    assert states[standby] == (states_before[standby] if step in ("fetch no-such-tag", "migrate and collectstatic") else "inactive")
     last = json.loads(site.host.ssh("tail -n 1 /srv/sum/acme/releases.jsonl").stdout)
     if tag != "no-such-tag":
         assert last["result"].startswith("failed") and last["ref"] == tag
@@ -129,11 +147,18 @@ def test_changed_requirements_build_a_new_venv_beside_the_live_one(site):
 
 
 def test_rollback_under_load_is_instant_and_health_gated(site):
+    live, standby, _ = site.colours()
+    assert site.colour_sha(standby) == site.tags["v2"]
+    pids = {colour: site.main_pid(colour) for colour in (live, standby)}
     with site.load() as load:
         out = site.client.fab("rollback")
     assert_no_drops(load)
     assert site.live_sha() == site.tags["v2"]
     assert "python environment" not in out.stdout and "migrate" not in out.stdout.replace("database migrations", "")
+    # The warm standby took over without a restart, and the colour it replaced stays up as the next standby.
+    assert f"{standby} (warm standby) /health/" in out.stdout and "start " not in out.stdout
+    assert site.colours()[0] == standby and {colour: site.main_pid(colour) for colour in pids} == pids
+    assert site.colour_sha(live) == site.tags["v3-reqs"]
 
 
 def test_rollback_past_migrations_needs_force(site):

@@ -29,6 +29,7 @@ SECTIONS = {
     "redis_ping": "PONG\n",
     "redis_listen": "LISTEN 0      511    127.0.0.1:6379 0.0.0.0:*\nLISTEN 0      511        [::1]:6379    [::]:*\n",
     "current": f"/srv/sum/acme-kitchens/releases/{RELEASE}\n",
+    "live": "/run/sum/acme-kitchens/blue.sock\n",
     "blue": f"/srv/sum/acme-kitchens/releases/{RELEASE}\n",
     "green": "",
     "active": "active\ninactive\nactive\n",
@@ -120,7 +121,9 @@ def test_redis(ping, listen, status, words):
     ({"current": ""}, "fail", "no live release"),
     ({"blue": ""}, "fail", "no colour runs the live release"),
     ({"active": "failed\ninactive\nactive\n"}, "fail", "blue is live but failed"),
-    ({"active": "active\nactive\nactive\n"}, "ok", "green active (a release in progress"),
+    ({"active": "active\nactive\nactive\n", "green": "/srv/sum/acme-kitchens/releases/older\n"}, "ok", "green active (warm standby: older)"),
+    ({"live": "/run/sum/acme-kitchens/green.sock\n"}, "fail", "live.sock names green, but blue runs the live release"),
+    ({"live": ""}, "fail", "live.sock names nothing"),
 ])
 def test_gunicorn(site, changes, status, words):
     result = by_name(check.check_services(site, {**SECTIONS, **changes}))["gunicorn"]

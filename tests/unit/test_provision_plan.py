@@ -106,7 +106,7 @@ def test_plan_has_every_step_in_order(site):
     names = [op.name for op in host_plan(site, FACTS)]
     expected = ["services enabled and running", "deploy user deploy", "deploy not in sudo group", "sudoers rule", "firewall (ufw)",
                 "redis bound to loopback", "redis answers on loopback only", "site directories", ".env",
-                "postgresql role and database", "gunicorn unit", "socket directory", "no celery unit", "units enabled",
+                "postgresql role and database", "gunicorn unit", "socket directory", "no celery unit", "units enabled", "live.sock names the live colour",
                 "caddy in the sockets' group", "caddy sites-enabled", "caddy imports sites-enabled", "caddy site"]
     assert [n for n in names if n in expected] == expected
 

@@ -9,14 +9,16 @@ from sum_tasks.release import (
     backup_undoing,
     choose_source,
     good_releases,
-    idle_colour,
     live_colour,
     new_release_id,
     prune_list,
     requirements_digest,
     rollback_target,
+    stale_colours,
+    standby_colour,
     unpinned,
     validate_ref,
+    warm_standby,
 )
 
 
@@ -104,11 +106,48 @@ def test_backup_that_undoes_migrations():
     assert backup_undoing(RECORDS, "r3") == ""
 
 
+def host_state(**changes):
+    """What `Host.state` reads on a host where green serves r4 and blue is the warm standby on r3."""
+    state = {
+        "current": "r4", "live": "green", "env": "e1", "dirs": {"r2", "r3", "r4"}, "building": [],
+        "colours": {"blue": "r3", "green": "r4"}, "active": {"blue": True, "green": True},
+        "env_stamps": {"blue": "e1", "green": "e1"},
+        "records": [{"id": r, "result": "good"} for r in ("r2", "r3", "r4")],
+    }
+    return {**state, **changes}
+
+
 def test_colours():
-    state = {"current": "r4", "colours": {"blue": "r3", "green": "r4"}}
-    assert live_colour(state) == "green" and idle_colour(state) == "blue"
-    first = {"current": "", "colours": {"blue": "", "green": ""}}
-    assert live_colour(first) == "" and idle_colour(first) == "blue"
+    assert live_colour(host_state()) == "green" and standby_colour(host_state()) == "blue"
+    first = host_state(current="", live="", colours={"blue": "", "green": ""})
+    assert live_colour(first) == "" and standby_colour(first) == "blue"
+    # live.sock decides when both colours run the live release; a host without live.sock goes by the links.
+    both = host_state(colours={"blue": "r4", "green": "r4"})
+    assert live_colour(both) == "green" and live_colour({**both, "live": "blue"}) == "blue"
+    assert live_colour(host_state(live="")) == "green"
+    # live.sock naming a colour that does not run the live release is not believed.
+    assert live_colour(host_state(live="blue")) == "green"
+
+
+def test_rollback_reuses_the_standby_only_when_it_runs_the_target_with_todays_env():
+    assert warm_standby(host_state(), "r3")
+    assert not warm_standby(host_state(), "r2")
+    assert not warm_standby(host_state(active={"blue": False, "green": True}), "r3")
+    assert not warm_standby(host_state(env="e2"), "r3")
+    assert not warm_standby(host_state(env_stamps={"blue": "", "green": "e1"}), "r3")
+    assert not warm_standby(host_state(env="", env_stamps={"blue": "", "green": ""}), "r3")
+
+
+def test_stale_colours_are_what_a_killed_task_left():
+    assert stale_colours(host_state()) == []
+    assert stale_colours(host_state(colours={"blue": "", "green": "r4"}, active={"blue": False, "green": True})) == []
+    # A standby started on a half-built, failed or deleted release; or running with no link at all.
+    assert stale_colours(host_state(building=["r3"])) == ["blue"]
+    assert stale_colours(host_state(records=[{"id": "r3", "result": "failed: switch"}, {"id": "r4", "result": "good"}])) == ["blue"]
+    assert stale_colours(host_state(dirs={"r4"})) == ["blue"]
+    assert stale_colours(host_state(colours={"blue": "", "green": "r4"})) == ["blue"]
+    # Never the live colour, whatever it runs.
+    assert stale_colours(host_state(building=["r4"], dirs={"r4"})) == ["blue"]
 
 
 def test_django_is_skipped_only_when_nothing_it_reads_changed():

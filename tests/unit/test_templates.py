@@ -37,8 +37,8 @@ def test_caddy_site_per_tls_mode(site_config, tls):
         assert first.startswith("acme.example, www.acme.example {") and "Strict-Transport-Security" in text
     assert ("tls internal" in text) == (tls == "internal")
     assert ("tls ops@acme.example" in text) == (tls == "auto")
-    assert "unix//run/sum/acme-kitchens/blue.sock unix//run/sum/acme-kitchens/green.sock" in text
-    assert "health_uri /health/" in text and "root * /srv/sum/acme-kitchens/static" in text
+    assert "reverse_proxy unix//srv/sum/acme-kitchens/live.sock {" in text and "keepalive off" in text
+    assert "root * /srv/sum/acme-kitchens/static" in text
 
 
 def test_client_template_overrides_one_file(tmp_path, site):
