@@ -52,7 +52,7 @@ SLUG = "acme"
 DOMAIN = "acme.test"
 SITE_ROOT = f"/srv/sum/{SLUG}"
 DEPLOY_USER = "deploy"
-UNITS = tuple(f"sum-{SLUG}-gunicorn@{colour}.service" for colour in ("blue", "green"))
+UNITS = tuple(f"sum-{SLUG}-gunicorn@{colour}.service" for colour in ("blue", "green", "amber"))
 SSHD_DROPIN = "/etc/ssh/sshd_config.d/00-sum-bench.conf"
 MIN_RATE = 40.0
 LOAD_MARGIN = 0.5  # seconds of load before fab starts and after it exits
@@ -75,6 +75,7 @@ EXPECT = {
     "reqs": "built a new venv",
     "migrate": "1 pending migrations",
     "cached": "requirements unchanged: venv reused, nothing downloaded",
+    "rollback": "(warm standby) /health/",
 }
 
 SUMMARY_RE = re.compile(r"^\[[^\]]+\] (?:release|rollback)\b.*\bsteps in (?P<seconds>\d+(?:\.\d+)?)s$", re.MULTILINE)
@@ -337,14 +338,14 @@ def live_sha(ip: str) -> str:
 
 
 def settle(host: TestHost, timeout: float = 60.0) -> float:
-    """Wait until only the live colour runs (the old one is stopped with --no-block); returns the seconds waited."""
+    """Wait until no colour is starting or stopping (the live one and its warm standby run); returns the seconds waited."""
     started = time.monotonic()
     while True:
         states = root(host, f"systemctl is-active {' '.join(UNITS)} || true").split()
-        if states.count("active") == 1 and "deactivating" not in states:
+        if "active" in states and not {"activating", "deactivating", "reloading"} & set(states):
             return time.monotonic() - started
         if time.monotonic() - started > timeout:
-            raise BenchError(f"the colours did not settle to one running within {timeout:.0f}s: {states}")
+            raise BenchError(f"the colours did not settle within {timeout:.0f}s: {states}")
         time.sleep(0.1)
 
 
@@ -601,7 +602,7 @@ def progress(run: Run) -> str:
     tag = {"": "", "profiled": " [profiled]", "nodelay": " [profiled, TCP_NODELAY]"}[run.variant]
     return (f"  {' '.join(run.args):<38} wall {run.wall:5.2f}s  task {task:>5}  ssh {run.ssh.describe():<28} "
             f"load {run.requests} req ({run.rate:.0f}/s), {run.dropped} dropped  [runner load {run.runner_load:.1f}, "
-            f"old colour stopped after {run.settle:.1f}s]{tag}")
+            f"colours settled after {run.settle:.1f}s]{tag}")
 
 
 def spread(values: Iterable[float], fmt: str = "{:.2f}") -> str:

@@ -116,9 +116,8 @@ def check_services(site: Site, sections: dict[str, str]) -> list[Check]:
                                                 "`fab rollback` or `fab release` repairs it"))
     else:
         unit = f"{site.unit_prefix}-gunicorn@{live}.service"
-        standby = next(c for c in COLOURS if c != live)
-        standby_state = states.get(f"{site.unit_prefix}-gunicorn@{standby}.service", "unknown")
-        other = f"; {standby} {standby_state}" + (f" (warm standby: {state['colours'][standby]})" if standby_state == "active" else "")
+        other = "".join(f"; {c} {states.get(f'{site.unit_prefix}-gunicorn@{c}.service', 'unknown')}"
+                        + (f" on {state['colours'][c]}" if state["colours"][c] else "") for c in COLOURS if c != live)
         if states.get(unit) == "active":
             checks.append(Check("gunicorn", "ok", f"{live} live, active, release {state['current']}{other}"))
         else:

@@ -26,6 +26,8 @@ TLS_MODES = ("auto", "internal", "off")
 HOOK_POINTS = ("before_migrate", "before_switch", "after_switch", "after_failure", "after_restore")
 CADDY_SOURCES = ("auto", "distro", "official")
 BACKUP_FORMATS = ("gzip", "zstd")
+# gunicorn instances per site: the live one, the warm standby (the release before), and one a release starts.
+COLOURS = ("blue", "green", "amber")
 
 DEFAULTS: dict[str, Any] = {
     "site_slug": "",

@@ -23,7 +23,7 @@ from invoke import Collection, Context, task
 from invoke.exceptions import Exit
 from invoke.runners import Result
 
-from .config import BACKUP_FORMATS, Site
+from .config import BACKUP_FORMATS, COLOURS, Site
 from .health import colour_socket, wait_healthy
 from .hooks import run_hooks
 from .lock import site_lock
@@ -74,8 +74,8 @@ def backup_units(site: Site) -> dict[str, str]:
 
 
 def app_units(site: Site) -> list[str]:
-    """The units a restore stops and starts again: both gunicorn colours, and celery when enabled."""
-    units = [f"{site.unit_prefix}-gunicorn@{colour}.service" for colour in ("blue", "green")]
+    """The units a restore stops and starts again (those running): the gunicorn colours, and celery when enabled."""
+    units = [f"{site.unit_prefix}-gunicorn@{colour}.service" for colour in COLOURS]
     return units + ([f"{site.unit_prefix}-celery.service"] if site.celery else [])
 
 

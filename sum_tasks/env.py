@@ -4,7 +4,7 @@ Values travel only in the file's content, over SFTP: never in a command line, in
 in an error message. The new file goes to a private temporary file beside ``.env`` and
 replaces it with one rename, mode 0600 and owned by the deploy user, unless ``.env``
 changed since it was read. The app reads ``.env`` when it starts; ``--restart`` (or
-``env.restart``) restarts the standby colour with it, waits for ``/health/``, then switches to it,
+``env.restart``) starts a free colour with it, waits for ``/health/``, then switches to it,
 so a bad value leaves the running colour serving.
 """
 
@@ -23,12 +23,12 @@ from . import envfile
 from .config import Site, load_site
 from .lock import site_lock
 from .output import Report, StepError, add_secret
-from .release import Host, clean_up, live_colour, standby_colour, start_colour, stop_colour, switch
+from .release import Host, clean_up, free_colour, live_colour, start_colour, stop_colour, switch
 from .remote import host_label, q, run, targets
 
 KEY_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 MASK = "********"
-RESTART_HELP = "after a change, restart the app with it: the standby colour restarts, passes /health/, takes over"
+RESTART_HELP = "after a change, restart the app with it: a free colour starts, passes /health/, takes over"
 
 
 # ---------------------------------------------------------------- arguments (pure)
@@ -184,12 +184,12 @@ def write_env(c: Connection, site: Site, content: bytes, old: bytes) -> None:
 
 
 def restart_app(c: Connection, site: Site, report: Report) -> str:
-    """Restart the standby colour on the live release (reading .env afresh), wait for /health/, switch; returns what it did.
+    """Start a free colour on the live release (reading .env afresh), wait for /health/, switch; returns what it did.
 
-    The colour that served is stopped afterwards: it runs with the old .env, so it is no standby to roll back to.
+    The colour that served is stopped afterwards: it runs the same release with the old .env, no use as a standby.
     """
     h = Host(c, site, report)
-    with report.step("restart the app (standby colour, health-gated)") as step:
+    with report.step("restart the app (a free colour, health-gated)") as step:
         state = h.state()
         for note in clean_up(h, state):
             step.changed(note)
@@ -197,7 +197,7 @@ def restart_app(c: Connection, site: Site, report: Report) -> str:
         if not state["current"] or not old:
             step.note("no live release: nothing to restart")
             return "nothing to restart"
-        colour, release_dir = standby_colour(state), h.layout.release(state["current"])
+        colour, release_dir = free_colour(state), h.layout.release(state["current"])
         try:
             start_colour(h, colour, release_dir)
         except BaseException as err:
@@ -296,7 +296,7 @@ def unset(c: Context, key: str, also: list[str] | None = None, force: bool = Fal
 
 @task(name="restart")
 def restart_task(c: Context) -> None:
-    """Restart the app so it reads .env again: the standby colour restarts, passes /health/, then takes over."""
+    """Restart the app so it reads .env again: a free colour starts, passes /health/, then takes over."""
     for conn, site in targets(c):
         report = Report("env.restart", host_label(conn))
         with site_lock(conn, site, "env.restart"):

@@ -13,7 +13,7 @@ from fabric import Connection
 from invoke import Context, task
 
 from . import db, envfile
-from .config import Site
+from .config import COLOURS, Site
 from .credentials import new_secret, scram_sha256
 from .ops import Op, absent_op, converge, dirs_op, file_op
 from .output import Report, StepError, add_secret
@@ -26,7 +26,6 @@ BASE_PACKAGES = (
     "postgresql", "postgresql-client", "redis-server", "ufw", "caddy",
     "gzip", "pigz", "zstd",
 )
-COLOURS = ("blue", "green")
 SYSTEMCTL_PATHS = ("/usr/bin/systemctl", "/bin/systemctl")
 CADDY_IMPORT = "import /etc/caddy/sites-enabled/*.caddy"
 CADDY_VALIDATE = "runuser -u caddy -- caddy validate --config /etc/caddy/Caddyfile --adapter caddyfile"
@@ -312,7 +311,7 @@ def live_socket_op(site: Site) -> Op:
         f"[ -L {link} ] || [ ! -L {root}/current ]",
         f"cd {root} && for c in {' '.join(COLOURS)}; do if [ \"$(readlink colours/$c)\" = \"$(readlink current)\" ]; then "
         f"ln -sfn {q(site.run_dir)}/$c.sock live.sock.tmp && chown -h {q(site.deploy_user)}: live.sock.tmp && "
-        "mv -T live.sock.tmp live.sock; fi; done",
+        "mv -T live.sock.tmp live.sock && break; fi; done",
         hint="no colour runs the release `current` names: `fab release` repairs it",
     )
 

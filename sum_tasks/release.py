@@ -33,14 +33,14 @@ from fabric import Connection
 from invoke import Context, task
 from invoke.exceptions import Exit
 
-from .config import Site
+from .config import COLOURS, Site
 from .db import backup as db_backup
 from .health import colour_socket, curl_health, curl_page, parse_answer, wait_script
 from .hooks import run_hooks
 from .lock import site_lock
 from .lock import unlock as unlock_site
 from .output import Report, StepError
-from .provision import COLOURS, project_dir
+from .provision import project_dir
 from .remote import host_label, one_by_one, parse_sections, q, targets, who
 
 REF_RE = re.compile(r"^(?!-)(?!.*\.\.)(?!.*@\{)(?!.*//)[A-Za-z0-9._/@+-]{1,200}(?<![./])(?<!\.lock)$")
@@ -296,23 +296,30 @@ def live_colour(state: dict) -> str:
 
 
 def standby_colour(state: dict) -> str:
+    """The colour kept running, not live, on a good release: the one most recently live if there are several."""
     live = live_colour(state)
-    return next(c for c in COLOURS if c != live)
+    order = good_releases(state["records"], state["dirs"] - set(state["building"]))
+    kept = [c for c in COLOURS if c != live and state["colours"][c] in order]
+    return max(kept, key=lambda c: order.index(state["colours"][c]), default="")
+
+
+def free_colour(state: dict) -> str:
+    """The colour a release (or a rollback with no warm standby) starts: neither live nor the standby, a stopped one first."""
+    free = [c for c in COLOURS if c not in (live_colour(state), standby_colour(state))]
+    return next((c for c in free if not state["active"][c]), free[0])
 
 
 def warm_standby(state: dict, release_id: str) -> bool:
-    """Whether the standby colour runs `release_id`, started with the .env the host has now."""
+    """Whether the standby runs `release_id`, started with the .env the host has now."""
     colour = standby_colour(state)
-    return (state["colours"][colour] == release_id and state["active"][colour]
+    return (bool(colour) and state["colours"][colour] == release_id and state["active"][colour]
             and bool(state["env"]) and state["env_stamps"][colour] == state["env"])
 
 
 def stale_colours(state: dict) -> list[str]:
-    """Colours that are neither live nor a standby running a good release whole on disk (a killed task's leftovers)."""
-    good = {r["id"] for r in state["records"] if r.get("result") == "good"} & state["dirs"]
-    live = live_colour(state)
-    return [c for c in COLOURS if c != live and (state["colours"][c] or state["active"][c])
-            and not (state["colours"][c] in good and state["colours"][c] not in state["building"])]
+    """Colours linked or running that are neither live nor the standby: what a killed task left."""
+    keep = (live_colour(state), standby_colour(state))
+    return [c for c in COLOURS if c not in keep and (state["colours"][c] or state["active"][c])]
 
 
 def clean_up(h: Host, state: dict) -> list[str]:
@@ -433,6 +440,10 @@ def changed_files(h: Host, source: str, repo: str, old: str, new: str) -> list[s
         return result.stdout.splitlines() if result.returncode == 0 else None
     result = h.c.run(f"git -C {q(h.layout.repo)} diff --name-only {q(old)} {q(new)}", hide=True, warn=True)
     return result.stdout.splitlines() if result.ok else None
+
+
+def switched_text(colour: str, old: str, retire: str) -> str:
+    return f"{colour} live" + (f", {old} kept as the warm standby" if old else "") + (f", {retire} stopping" if retire else "")
 
 
 def relink(link: str, target: str) -> str:
@@ -613,7 +624,7 @@ def do_release(c: Connection, site: Site, ref: str, source: str, strict: bool, r
             state = h.state()
             for note in clean_up(h, state):
                 step.changed(note)
-        old, colour = live_colour(state), standby_colour(state)
+        old, colour, retire = live_colour(state), free_colour(state), standby_colour(state)
         staging = f"{h.layout.releases}/.incoming-{int(time.time() * 1000)}"
         release_dir, started, switched = "", False, False
         try:
@@ -632,8 +643,8 @@ def do_release(c: Connection, site: Site, ref: str, source: str, strict: bool, r
             with report.step("switch") as step:
                 h.sh(f"rm -f {q(release_dir)}/.building", "mark the release built")
                 switched = True
-                entry["migrations"] = switch(h, release_dir, colour)
-                step.changed(f"{colour} live" + (f", {old} kept running as the warm standby" if old else ""))
+                entry["migrations"] = switch(h, release_dir, colour, retire)
+                step.changed(switched_text(colour, old, retire))
         except BaseException:
             if switched:
                 raise
@@ -695,25 +706,28 @@ def do_rollback(c: Connection, site: Site, to: str, force: bool) -> dict:
                 if not force:
                     raise StepError(message, "roll back anyway with --force, or restore that backup with db.restore")
                 step.warn(message)
-        old, colour = live_colour(state), standby_colour(state)
-        warm, started, switched = warm_standby(state, target), False, False
+        old, standby = live_colour(state), standby_colour(state)
+        colour, retire, started, switched = standby, "", False, False
         try:
             run_hooks(c, site, report, "before_switch", target_dir, entry)
-            if warm:
+            if warm_standby(state, target):
                 with report.step(f"{colour} (warm standby) /health/") as step:
-                    warm = standby_healthy(h, colour)
-                    if not warm:
-                        step.warn(f"the warm standby did not answer /health/ with 200: restarting {colour}")
-            if not warm:
+                    if not standby_healthy(h, colour):
+                        step.warn(f"the warm standby {colour} did not answer /health/ with 200: starting {target} afresh")
+                        colour = ""
+            else:
+                colour = ""
+            if not colour:
+                colour, retire = free_colour(state), standby
                 with report.step(f"start {colour} and wait for /health/"):
                     started = True
                     start_colour(h, colour, target_dir)
             with report.step("switch") as step:
                 switched = True
-                fingerprint = switch(h, target_dir, colour)
+                fingerprint = switch(h, target_dir, colour, retire)
                 if not ahead:
                     entry["migrations"] = fingerprint
-                step.changed(f"{colour} live" + (f", {old} kept running as the warm standby" if old else ""))
+                step.changed(switched_text(colour, old, retire))
         except BaseException:
             if started and not switched:
                 stop_colour(h, colour)

@@ -12,6 +12,7 @@ import pytest
 from e2e_support import site_config
 from site_repo import HEADINGS, build_site_repo
 
+from sum_tasks.config import COLOURS
 from sum_tasks.testing.client import Client, make_client
 from sum_tasks.testing.hosts import TestHost
 from sum_tasks.testing.load import Load, health_through_caddy
@@ -41,10 +42,17 @@ class Deployed:
         return self.client.fab("-H", "deploy@vps", "release", "--ref", ref, *extra, check=check)
 
     def colours(self) -> tuple[str, str, dict[str, str]]:
-        """The live colour (as Caddy's live.sock names it), the standby, and each colour's systemd state."""
+        """The live colour (as Caddy's live.sock names it), the standby ('' if none) and each colour's state, once none is stopping."""
         live = self.host.ssh("readlink /srv/sum/acme/live.sock").stdout.strip().rsplit("/", 1)[-1].removesuffix(".sock")
-        states = self.host.ssh("systemctl is-active sum-acme-gunicorn@blue sum-acme-gunicorn@green", check=False).stdout.split()
-        return live, "green" if live == "blue" else "blue", dict(zip(("blue", "green"), states))
+        linked = self.host.ssh("ls /srv/sum/acme/colours").stdout.split()
+        standby = [c for c in COLOURS if c in linked and c != live]
+        assert len(standby) <= 1, linked
+        deadline = time.monotonic() + 30
+        while True:
+            states = self.host.ssh(f"systemctl is-active {' '.join(f'sum-acme-gunicorn@{c}' for c in COLOURS)}", check=False).stdout.split()
+            if "deactivating" not in states or time.monotonic() > deadline:
+                return live, "".join(standby), dict(zip(COLOURS, states))
+            time.sleep(0.1)
 
     def colour_sha(self, colour: str) -> str:
         """The git SHA `/health/` reports on one colour's own socket, bypassing Caddy."""
@@ -91,7 +99,7 @@ def test_good_release_under_load_reuses_the_venv(site):
     assert re.search(r"\[deploy@vps\] release v1.2: \S+ live \(", out.stdout)
     # Caddy's live.sock names the new colour; the old one stays up on v1 as the warm standby.
     live, standby, states = site.colours()
-    assert states == {"blue": "active", "green": "active"}
+    assert sorted(states.values()) == ["active", "active", "inactive"] and states[live] == states[standby] == "active"
     assert site.colour_sha(live) == site.tags["v1.2"] and site.colour_sha(standby) == site.tags["v1"]
     site.host.ssh(f"systemd-analyze verify /etc/systemd/system/sum-acme-gunicorn@{live}.service")
     assert site.host.ssh("stat -c '%a %U %G' /run/sum/acme/*.sock").stdout.split() == ["660", "deploy", "www-data"] * 2
@@ -117,7 +125,7 @@ def test_pending_migrations_take_a_backup_first(site):
 ])
 def test_failing_release_leaves_the_old_one_serving(site, tag, step):
     before = site.live_sha()
-    _, standby_before, states_before = site.colours()
+    live_before, standby_before, states_before = site.colours()
     with site.load() as load:
         out = site.release(tag, check=False)
     assert_no_drops(load)
@@ -125,11 +133,8 @@ def test_failing_release_leaves_the_old_one_serving(site, tag, step):
     assert re.search(rf"FAILED on deploy@vps at step '[^']*{re.escape(step)}[^']*'", out.stderr), out.stderr
     assert "the previous release is still serving" in out.stderr or tag == "no-such-tag"
     assert site.live_sha() == before
-    # The live colour serves on; a standby restarted with the failed release is stopped.
-    live, standby, states = site.colours()
-    assert site.colour_sha(live) == before and states[live] == "active"
-    assert standby == standby_before
-    assert states[standby] == (states_before[standby] if step in ("fetch no-such-tag", "migrate and collectstatic") else "inactive")
+    # The live colour serves on, the warm standby is untouched, and the colour the failed release started is stopped.
+    assert site.colours() == (live_before, standby_before, states_before)
     last = json.loads(site.host.ssh("tail -n 1 /srv/sum/acme/releases.jsonl").stdout)
     if tag != "no-such-tag":
         assert last["result"].startswith("failed") and last["ref"] == tag
@@ -167,8 +172,12 @@ def test_rollback_past_migrations_needs_force(site):
     assert "migrations" in refused.stderr and "notes 0002" in refused.stderr
     assert "/srv/sum/acme/backups/" in refused.stderr
     assert site.live_sha() == site.tags["v2"]
-    site.client.fab("rollback", "--to", "v1", "--force")
+    live, standby, _ = site.colours()
+    forced = site.client.fab("rollback", "--to", "v1", "--force")
     assert site.live_sha() == site.tags["v1"]
+    # v1 is not the warm standby: a free colour starts it, the old live one becomes the standby, the old standby stops.
+    assert "start " in forced.stdout and f", {live} kept as the warm standby, {standby} stopping" in forced.stdout
+    assert site.colours()[1] == live and sorted(site.colours()[2].values()) == ["active", "active", "inactive"]
     site.release("v2")
 
 
@@ -191,6 +200,7 @@ def test_second_release_is_refused_and_a_killed_one_heals(site):
         site.release("v1.2")
     assert_no_drops(load)
     assert site.live_sha() == site.tags["v1.2"]
+    assert sorted(site.colours()[2].values()) == ["active", "active", "inactive"]
     leftovers = site.host.ssh("ls -a /srv/sum/acme/releases; ls /srv/sum/acme/releases/*/.building", check=False).stdout
     assert ".incoming" not in leftovers and ".building" not in leftovers
 

@@ -32,7 +32,7 @@ SECTIONS = {
     "live": "/run/sum/acme-kitchens/blue.sock\n",
     "blue": f"/srv/sum/acme-kitchens/releases/{RELEASE}\n",
     "green": "",
-    "active": "active\ninactive\nactive\n",
+    "active": "active\ninactive\ninactive\nactive\n",
     "release_env": f"GIT_SHA={SHA}\nSUM_RELEASE_ID={RELEASE}\n",
     "health": HEALTH % ("ok", SHA, RELEASE) + "\n200\n",
     "env_stat": "600 deploy deploy\n",
@@ -86,7 +86,7 @@ def test_a_missing_site_is_one_failure(site):
 def test_celery_is_checked_only_when_enabled(site_config):
     celery = load_site({**site_config, "celery": True})
     assert check.app_units(celery)[-2:] == ["sum-acme-kitchens-celery.service", "caddy.service"]
-    found = by_name(check.judge(celery, output(active="active\ninactive\nfailed\nactive\n")))
+    found = by_name(check.judge(celery, output(active="active\ninactive\ninactive\nfailed\nactive\n")))
     assert found["celery"].status == "fail" and "failed" in found["celery"].detail
     assert found["caddy"].status == "ok"
     assert "celery" not in by_name(check.judge(load_site(site_config), output()))
@@ -120,8 +120,9 @@ def test_redis(ping, listen, status, words):
 @pytest.mark.parametrize("changes,status,words", [
     ({"current": ""}, "fail", "no live release"),
     ({"blue": ""}, "fail", "no colour runs the live release"),
-    ({"active": "failed\ninactive\nactive\n"}, "fail", "blue is live but failed"),
-    ({"active": "active\nactive\nactive\n", "green": "/srv/sum/acme-kitchens/releases/older\n"}, "ok", "green active (warm standby: older)"),
+    ({"active": "failed\ninactive\ninactive\nactive\n"}, "fail", "blue is live but failed"),
+    ({"active": "active\nactive\ninactive\nactive\n", "green": "/srv/sum/acme-kitchens/releases/older\n"}, "ok",
+     "; green active on older; amber inactive"),
     ({"live": "/run/sum/acme-kitchens/green.sock\n"}, "fail", "live.sock names green, but blue runs the live release"),
     ({"live": ""}, "fail", "live.sock names nothing"),
 ])
@@ -320,7 +321,7 @@ def test_logs_refuses_bad_line_counts(value):
 
 def test_logs_services(site, site_config):
     assert logs.validate_lines(" 20 ") == 20
-    assert logs.units(site, "app") == ["sum-acme-kitchens-gunicorn@blue.service", "sum-acme-kitchens-gunicorn@green.service"]
+    assert logs.units(site, "app") == [f"sum-acme-kitchens-gunicorn@{c}.service" for c in ("blue", "green", "amber")]
     assert logs.units(site, "caddy") == ["caddy.service"]
     assert logs.units(site, "backup") == ["sum-acme-kitchens-backup.service"]
     with pytest.raises(Exit, match="--service must be one of app, caddy, celery, backup"):
@@ -335,7 +336,7 @@ def test_logs_services(site, site_config):
 def test_logs_command_follows_until_the_session_closes(site):
     once = logs.journal_command(site, "app", 5, follow=False)
     assert once == ("journalctl --no-pager --no-hostname -o with-unit -u sum-acme-kitchens-gunicorn@blue.service "
-                    "-u sum-acme-kitchens-gunicorn@green.service -n 5")
+                    "-u sum-acme-kitchens-gunicorn@green.service -u sum-acme-kitchens-gunicorn@amber.service -n 5")
     follow = logs.journal_command(site, "caddy", 5, follow=True)
     assert " -f & pid=$!" in follow and "cat >/dev/null" in follow
     subprocess.run(["sh", "-n", "-c", follow], check=True)

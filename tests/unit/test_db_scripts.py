@@ -103,9 +103,9 @@ def test_backup_names_parse_to_utc_times(site):
 
 def test_app_units_and_colours(site_config):
     site = load_site({**site_config, "celery": True})
-    assert db.app_units(site) == ["sum-acme-kitchens-gunicorn@blue.service", "sum-acme-kitchens-gunicorn@green.service",
-                                  "sum-acme-kitchens-celery.service"]
-    assert [db.unit_colour(u) for u in db.app_units(site)] == ["blue", "green", ""]
+    assert db.app_units(site) == [f"sum-acme-kitchens-gunicorn@{c}.service" for c in ("blue", "green", "amber")] + [
+        "sum-acme-kitchens-celery.service"]
+    assert [db.unit_colour(u) for u in db.app_units(site)] == ["blue", "green", "amber", ""]
 
 
 # ---------------------------------------------------------------- output parsing

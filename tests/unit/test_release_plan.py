@@ -5,9 +5,11 @@ from datetime import UTC
 import pytest
 from invoke.exceptions import Exit
 
+from sum_tasks.config import COLOURS
 from sum_tasks.release import (
     backup_undoing,
     choose_source,
+    free_colour,
     good_releases,
     live_colour,
     new_release_id,
@@ -107,45 +109,53 @@ def test_backup_that_undoes_migrations():
 
 
 def host_state(**changes):
-    """What `Host.state` reads on a host where green serves r4 and blue is the warm standby on r3."""
+    """What `Host.state` reads on a host where green serves r4, blue is the warm standby on r3 and amber is free."""
     state = {
         "current": "r4", "live": "green", "env": "e1", "dirs": {"r2", "r3", "r4"}, "building": [],
-        "colours": {"blue": "r3", "green": "r4"}, "active": {"blue": True, "green": True},
-        "env_stamps": {"blue": "e1", "green": "e1"},
+        "colours": {"blue": "r3", "green": "r4", "amber": ""}, "active": {"blue": True, "green": True, "amber": False},
+        "env_stamps": {"blue": "e1", "green": "e1", "amber": ""},
         "records": [{"id": r, "result": "good"} for r in ("r2", "r3", "r4")],
     }
     return {**state, **changes}
 
 
 def test_colours():
-    assert live_colour(host_state()) == "green" and standby_colour(host_state()) == "blue"
-    first = host_state(current="", live="", colours={"blue": "", "green": ""})
-    assert live_colour(first) == "" and standby_colour(first) == "blue"
-    # live.sock decides when both colours run the live release; a host without live.sock goes by the links.
-    both = host_state(colours={"blue": "r4", "green": "r4"})
+    state = host_state()
+    assert (live_colour(state), standby_colour(state), free_colour(state)) == ("green", "blue", "amber")
+    first = host_state(current="", live="", colours={"blue": "", "green": "", "amber": ""}, active=dict.fromkeys(COLOURS, False))
+    assert (live_colour(first), standby_colour(first), free_colour(first)) == ("", "", "blue")
+    # live.sock decides when two colours run the live release; a host without live.sock goes by the links.
+    both = host_state(colours={"blue": "r4", "green": "r4", "amber": ""})
     assert live_colour(both) == "green" and live_colour({**both, "live": "blue"}) == "blue"
     assert live_colour(host_state(live="")) == "green"
     # live.sock naming a colour that does not run the live release is not believed.
     assert live_colour(host_state(live="blue")) == "green"
+    # Two colours on good releases besides the live one: the standby is the one live most recently.
+    crowded = host_state(colours={"blue": "r3", "green": "r4", "amber": "r2"}, active=dict.fromkeys(COLOURS, True))
+    assert standby_colour(crowded) == "blue" and free_colour(crowded) == "amber"
+    # A free colour still stopping is taken only when no stopped one is left.
+    assert free_colour(host_state(active={"blue": True, "green": True, "amber": True})) == "amber"
 
 
 def test_rollback_reuses_the_standby_only_when_it_runs_the_target_with_todays_env():
     assert warm_standby(host_state(), "r3")
     assert not warm_standby(host_state(), "r2")
-    assert not warm_standby(host_state(active={"blue": False, "green": True}), "r3")
+    assert not warm_standby(host_state(active={"blue": False, "green": True, "amber": False}), "r3")
     assert not warm_standby(host_state(env="e2"), "r3")
-    assert not warm_standby(host_state(env_stamps={"blue": "", "green": "e1"}), "r3")
-    assert not warm_standby(host_state(env="", env_stamps={"blue": "", "green": ""}), "r3")
+    assert not warm_standby(host_state(env_stamps={"blue": "", "green": "e1", "amber": ""}), "r3")
+    assert not warm_standby(host_state(env="", env_stamps=dict.fromkeys(COLOURS, "")), "r3")
+    assert not warm_standby(host_state(colours={"blue": "", "green": "r4", "amber": ""}), "")
 
 
 def test_stale_colours_are_what_a_killed_task_left():
     assert stale_colours(host_state()) == []
-    assert stale_colours(host_state(colours={"blue": "", "green": "r4"}, active={"blue": False, "green": True})) == []
-    # A standby started on a half-built, failed or deleted release; or running with no link at all.
+    # A colour started on a half-built, failed or deleted release; or running with no link at all.
     assert stale_colours(host_state(building=["r3"])) == ["blue"]
     assert stale_colours(host_state(records=[{"id": "r3", "result": "failed: switch"}, {"id": "r4", "result": "good"}])) == ["blue"]
     assert stale_colours(host_state(dirs={"r4"})) == ["blue"]
-    assert stale_colours(host_state(colours={"blue": "", "green": "r4"})) == ["blue"]
+    assert stale_colours(host_state(active={"blue": True, "green": True, "amber": True})) == ["amber"]
+    # Of two colours on good releases, the older one.
+    assert stale_colours(host_state(colours={"blue": "r3", "green": "r4", "amber": "r2"})) == ["amber"]
     # Never the live colour, whatever it runs.
     assert stale_colours(host_state(building=["r4"], dirs={"r4"})) == ["blue"]
 
