@@ -75,7 +75,7 @@ EXPECT = {
     "reqs": "built a new venv",
     "migrate": "1 pending migrations",
     "cached": "requirements unchanged: venv reused, nothing downloaded",
-    "rollback": "(warm standby) /health/",
+    "rollback": "(warm standby) once /health/ answers 200",
 }
 
 SUMMARY_RE = re.compile(r"^\[[^\]]+\] (?:release|rollback)\b.*\bsteps in (?P<seconds>\d+(?:\.\d+)?)s$", re.MULTILINE)

@@ -56,9 +56,10 @@ def curl_health(site: Site, socket: str | None = None, timeout: float = 5.0) -> 
     return f"curl -sS -m {timeout:g} -o - -w '\\n%{{http_code}}' {curl_target(site, '/health/', socket)}"
 
 
-def curl_page(site: Site, path: str) -> str:
-    """The curl command that prints only the HTTP code of `path` through Caddy."""
-    return f"curl -s -m 5 -o /dev/null -w '%{{http_code}}' {curl_target(site, path)}"
+def curl_smoke(site: Site, path: str) -> str:
+    """One curl, one TLS connection through Caddy: the HTTP code of `path` and a newline, then what `curl_health` prints."""
+    page = f"-s -m 5 -o /dev/null -w '%{{http_code}}\\n' {curl_target(site, path)}"
+    return f"curl {page} --next {curl_health(site).removeprefix('curl ')}"
 
 
 def wait_script(site: Site, socket: str | None, seconds: int) -> str:

@@ -7,7 +7,6 @@ file says who holds it and since when, and `unlock` ends a holder that is stuck.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from .config import Site
 from .remote import no_delay, q, run, who
 
 BUSY = 75
+DONE = "@@@locked"
 
 
 def lock_paths(site: Site) -> tuple[str, str]:
@@ -31,21 +31,29 @@ def holder_text(action: str) -> str:
 
 
 @contextmanager
-def site_lock(c: Connection, site: Site, action: str, timeout: float = 20.0) -> Iterator[None]:
-    """Hold the site's lock while the block runs, or refuse, naming who holds it."""
+def site_lock(c: Connection, site: Site, action: str, then: str = "", timeout: float = 20.0) -> Iterator[str]:
+    """Hold the site's lock while the block runs, or refuse, naming who holds it.
+
+    `then` is shell run once the lock is held, in the same round trip; the block gets its output.
+    The holder removes its info file itself when the session ends, so letting go costs no round trip.
+    """
     lock, info = lock_paths(site)
     holder = holder_text(action)
-    script = (
-        f"exec flock -n -E {BUSY} {q(lock)} sh -c "
-        + q(f'printf "%s (pid %s)\\n" "$1" "$$" > {q(info)}.tmp && mv {q(info)}.tmp {q(info)} && echo LOCKED && exec cat >/dev/null')
-        + f" sh {q(holder)}"
-    )
+    holding = (f'printf "%s (pid %s)\\n" "$1" "$$" > {q(info)}.tmp && mv {q(info)}.tmp {q(info)} && echo LOCKED && '
+               f"( {then or ':'} ) 2>/dev/null; echo {DONE}; cat >/dev/null; rm -f {q(info)}")
+    script = f"exec flock -n -E {BUSY} {q(lock)} sh -c {q(holding)} sh {q(holder)}"
     channel = no_delay(c).client.get_transport().open_session()
     channel.exec_command(script)
+    channel.settimeout(timeout)
     output = b""
-    deadline = time.monotonic() + timeout
-    while b"LOCKED\n" not in output:
-        if channel.exit_status_ready() and not channel.recv_ready():
+    while f"\n{DONE}\n".encode() not in b"\n" + output:
+        try:
+            chunk = channel.recv(65536)
+        except TimeoutError:
+            channel.close()
+            raise Exit(f"timed out taking the lock for {site.site_slug} on {c.host}", code=3) from None
+        output += chunk
+        if not chunk:
             status = channel.recv_exit_status()
             channel.close()
             if status == BUSY:
@@ -56,17 +64,9 @@ def site_lock(c: Connection, site: Site, action: str, timeout: float = 20.0) -> 
                     code=3,
                 )
             raise Exit(f"could not take the lock for {site.site_slug} on {c.host} (exit status {status}): is {site.root} provisioned?", code=3)
-        if time.monotonic() > deadline:
-            channel.close()
-            raise Exit(f"timed out taking the lock for {site.site_slug} on {c.host}", code=3)
-        if channel.recv_ready():
-            output += channel.recv(4096)
-        else:
-            time.sleep(0.01)
     try:
-        yield
+        yield output.decode(errors="replace").split("LOCKED\n", 1)[1].rsplit(f"{DONE}\n", 1)[0]
     finally:
-        run(c, f"rm -f {q(info)}", warn=True)
         channel.shutdown_write()
         channel.close()
 

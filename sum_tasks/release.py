@@ -35,7 +35,7 @@ from invoke.exceptions import Exit
 
 from .config import COLOURS, Site
 from .db import backup as db_backup
-from .health import colour_socket, curl_health, curl_page, parse_answer, wait_script
+from .health import colour_socket, curl_smoke, parse_answer, wait_script
 from .hooks import run_hooks
 from .lock import site_lock
 from .lock import unlock as unlock_site
@@ -48,7 +48,8 @@ GIT_REQ_RE = re.compile(r"git\+\S+?(?:@(?P<ref>[^#\s@/]+))?(?:#\S*)?$")
 PINNED_REF_RE = re.compile(r"^(?:v?\d+(?:\.\d+)*(?:[-.+][A-Za-z0-9.]+)?|[0-9a-f]{7,40})$")
 SOURCES = ("auto", "server", "local")
 PENDING = 10
-STANDBY_TIMEOUT = 3  # seconds a warm standby gets to answer /health/ before rollback restarts it
+STANDBY_TIMEOUT = 3  # seconds a warm standby gets to answer /health/ before rollback starts the release afresh
+UNHEALTHY = 9
 
 MANAGE_SCRIPT = """\
 import sys
@@ -251,9 +252,9 @@ class Host:
         out = self.c.run(f"journalctl -u {q(self.unit(colour))} -n {lines} --no-pager -o cat", hide=True, warn=True)
         return out.stdout.strip()
 
-    def state(self) -> dict:
-        """Live release, each colour's release, records and release dirs, in one round trip."""
-        script = (
+    def state_script(self, migrations: bool = False) -> str:
+        """Shell printing the live release, each colour's release, records, release dirs (and the applied migrations)."""
+        return (
             f"cd {q(self.site.root)} || exit 3\n"
             "echo @@current; readlink current\n"
             "echo @@live; readlink live.sock\n"
@@ -264,24 +265,33 @@ class Host:
             "echo @@building; ls -1d releases/*/.building releases/.incoming-*\n"
             "echo @@records; cat releases.jsonl\n"
             "echo @@venvs; ls -1 venvs\n"
+            + (f"echo @@migrations; {migrations_script(self.site)}\n" if migrations else "")
         )
-        result = self.c.run(f"sh -c {q(script)} 2>/dev/null", hide=True, warn=True)
+
+    def state(self) -> dict:
+        """`parse_state` of `state_script`, in one round trip."""
+        result = self.c.run(f"sh -c {q(self.state_script())} 2>/dev/null", hide=True, warn=True)
         if result.exited == 3:
             raise StepError(f"{self.site.root} does not exist", "run `fab provision` first")
-        sections = parse_sections(result.stdout)
-        active = sections.get("active", "").split()
-        return {
-            "current": link_name(sections.get("current", "")),
-            "live": link_name(sections.get("live", "")).removesuffix(".sock"),
-            "env": sections.get("env", "").strip(),
-            "colours": {c: link_name(sections.get(c, "")) for c in COLOURS},
-            "env_stamps": {c: sections.get(f"{c}.env", "").strip() for c in COLOURS},
-            "active": {c: (active[i] if i < len(active) else "") == "active" for i, c in enumerate(COLOURS)},
-            "dirs": set(sections.get("dirs", "").split()),
-            "building": [p.split("/")[1] for p in sections.get("building", "").split()],
-            "records": parse_records(sections.get("records", "")),
-            "venvs": sections.get("venvs", "").split(),
-        }
+        return parse_state(result.stdout)
+
+
+def parse_state(stdout: str) -> dict:
+    sections = parse_sections(stdout)
+    active = sections.get("active", "").split()
+    return {
+        "current": link_name(sections.get("current", "")),
+        "live": link_name(sections.get("live", "")).removesuffix(".sock"),
+        "env": sections.get("env", "").strip(),
+        "colours": {c: link_name(sections.get(c, "")) for c in COLOURS},
+        "env_stamps": {c: sections.get(f"{c}.env", "").strip() for c in COLOURS},
+        "active": {c: (active[i] if i < len(active) else "") == "active" for i, c in enumerate(COLOURS)},
+        "dirs": set(sections.get("dirs", "").split()),
+        "building": [p.split("/")[1] for p in sections.get("building", "").split()],
+        "records": parse_records(sections.get("records", "")),
+        "venvs": sections.get("venvs", "").split(),
+        "migrations": sections.get("migrations", "").strip(),
+    }
 
 
 def link_name(target: str) -> str:
@@ -473,12 +483,6 @@ def start_colour(h: Host, colour: str, release_dir: str) -> None:
         )
 
 
-def standby_healthy(h: Host, colour: str) -> bool:
-    """Whether the running standby answers /health/ with 200 on its own socket within a few seconds."""
-    script = wait_script(h.site, colour_socket(h.site, colour), STANDBY_TIMEOUT)
-    return parse_answer(h.c.run(f"sh -c {q(script)}", hide=True, warn=True, timeout=STANDBY_TIMEOUT + 30).stdout).ok
-
-
 def stop_colour(h: Host, colour: str) -> None:
     unit, lay = q(h.unit(colour)), h.layout
     h.c.run(f"sudo -n /usr/bin/systemctl stop {unit}; sudo -n /usr/bin/systemctl reset-failed {unit}; "
@@ -502,22 +506,31 @@ def last_fingerprint(records: list[dict], release_id: str) -> str:
     return next((r.get("migrations", "") for r in reversed(records) if r["id"] == release_id and r.get("migrations")), "")
 
 
-def switch(h: Host, release_dir: str, colour: str, retire: str = "") -> str:
+def switch(h: Host, release_dir: str, colour: str, retire: str = "", gate: bool = False, migrations: bool = True) -> str | None:
     """Make the release current and send new connections to `colour` (two renames in one command).
 
-    The colour that served keeps running as the warm standby unless it is `retire`d. Once `current`
-    names the new release nothing undoes it: a failure after the renames (restarting celery) is a
-    warning, never a reason to stop the colour now serving.
-    Returns the fingerprint of the migrations applied, recorded so a later rollback can skip Django.
+    With `gate`, only once `colour` answers /health/ with 200 within a few seconds; None if it does
+    not, and nothing changed. The colour that served keeps running as the warm standby unless it is
+    `retire`d. Once `current` names the new release nothing undoes it: a failure after the renames
+    (restarting celery) is a warning, never a reason to stop the colour now serving.
+    Returns the fingerprint of the migrations applied (with `migrations`), recorded so a later
+    rollback can skip Django.
     """
     lay = h.layout
     after = [f"sudo -n /usr/bin/systemctl --no-block stop {q(h.unit(retire))}",
              f"rm -f {q(lay.colour(retire))} {q(lay.env_stamp(retire))}"] if retire else []
     if h.site.celery:
         after.append(f"sudo -n /usr/bin/systemctl restart {q(h.site.unit_prefix + '-celery.service')}")
-    script = (f"{relink(lay.current, release_dir)} && {relink(lay.live_socket, colour_socket(h.site, colour))} && echo @@switched && "
-              + "".join(f"{command} && " for command in after) + "echo @@migrations; " + migrations_script(h.site))
-    result = h.c.run(f"sh -c {q(script)}", hide=True, warn=True)
+    script = (f"rm -f {q(release_dir)}/.building && {relink(lay.current, release_dir)} && "
+              f"{relink(lay.live_socket, colour_socket(h.site, colour))} && echo @@switched && "
+              + "".join(f"{command} && " for command in after) + "echo @@migrations"
+              + (f"; {migrations_script(h.site)}" if migrations else ""))
+    if gate:
+        script = (wait_script(h.site, colour_socket(h.site, colour), STANDBY_TIMEOUT)
+                  + f'; [ "$(printf %s "$out" | tail -n 1)" = 200 ] || exit {UNHEALTHY}; ' + script)
+    result = h.c.run(f"sh -c {q(script)}", hide=True, warn=True, timeout=STANDBY_TIMEOUT + 60)
+    if gate and result.exited == UNHEALTHY:
+        return None
     if "@@switched" not in result.stdout:
         raise StepError(f"could not switch current (exit status {result.exited})\n{result.stderr.strip()[-300:]}")
     if "@@migrations" not in result.stdout:
@@ -548,7 +561,7 @@ def smoke_checks(h: Host) -> None:
     """/health/ and /sitemap.xml through Caddy on the host itself (no DNS needed), and from here when the domain resolves."""
     site = h.site
     with h.report.step("smoke check through caddy") as step:
-        out = h.c.run(f"sh -c {q(curl_page(site, '/sitemap.xml') + '; echo; ' + curl_health(site))}", hide=True, warn=True).stdout
+        out = h.c.run(curl_smoke(site, "/sitemap.xml"), hide=True, warn=True).stdout
         sitemap, _, answer = out.partition("\n")
         health = parse_answer(answer)
         if health.ok:
@@ -619,9 +632,9 @@ def do_release(c: Connection, site: Site, ref: str, source: str, strict: bool, r
     h = Host(c, site, report)
     began = time.monotonic()
     entry: dict = {"ref": ref, "who": who(), "at": datetime.now(UTC).isoformat(timespec="seconds"), "backup": ""}
-    with site_lock(c, site, f"release {ref}"):
+    with site_lock(c, site, f"release {ref}", then=h.state_script()) as out:
         with report.step("state") as step:
-            state = h.state()
+            state = parse_state(out)
             for note in clean_up(h, state):
                 step.changed(note)
         old, colour, retire = live_colour(state), free_colour(state), standby_colour(state)
@@ -641,7 +654,6 @@ def do_release(c: Connection, site: Site, ref: str, source: str, strict: bool, r
                 started = True
                 start_colour(h, colour, release_dir)
             with report.step("switch") as step:
-                h.sh(f"rm -f {q(release_dir)}/.building", "mark the release built")
                 switched = True
                 entry["migrations"] = switch(h, release_dir, colour, retire)
                 step.changed(switched_text(colour, old, retire))
@@ -676,9 +688,9 @@ def do_rollback(c: Connection, site: Site, to: str, force: bool) -> dict:
     report = Report("rollback" + (f" --to {to}" if to else ""), host_label(c))
     h = Host(c, site, report)
     began = time.monotonic()
-    with site_lock(c, site, "rollback"):
+    with site_lock(c, site, "rollback", then=h.state_script(migrations=True)) as out:
         with report.step("state") as step:
-            state = h.state()
+            state = parse_state(out)
             for note in clean_up(h, state):
                 step.changed(note)
             live = state["current"]
@@ -690,8 +702,7 @@ def do_rollback(c: Connection, site: Site, to: str, force: bool) -> dict:
                  "at": datetime.now(UTC).isoformat(timespec="seconds"), "backup": ""}
         with report.step("database migrations") as step:
             known = last_fingerprint(state["records"], target)
-            applied = h.c.run(f"sh -c {q(migrations_script(site))}", hide=True, warn=True).stdout.strip()
-            if known and applied == known:
+            if known and state["migrations"] == known:
                 ahead = []
                 step.note(f"the same migrations are applied as when {target} was last live")
             else:
@@ -707,27 +718,27 @@ def do_rollback(c: Connection, site: Site, to: str, force: bool) -> dict:
                     raise StepError(message, "roll back anyway with --force, or restore that backup with db.restore")
                 step.warn(message)
         old, standby = live_colour(state), standby_colour(state)
-        colour, retire, started, switched = standby, "", False, False
+        colour, started, switched = standby, False, False
+        if not ahead:
+            entry["migrations"] = state["migrations"]
         try:
             run_hooks(c, site, report, "before_switch", target_dir, entry)
             if warm_standby(state, target):
-                with report.step(f"{colour} (warm standby) /health/") as step:
-                    if not standby_healthy(h, colour):
-                        step.warn(f"the warm standby {colour} did not answer /health/ with 200: starting {target} afresh")
-                        colour = ""
-            else:
-                colour = ""
-            if not colour:
-                colour, retire = free_colour(state), standby
+                with report.step(f"switch to {standby} (warm standby) once /health/ answers 200") as step:
+                    switched = switch(h, target_dir, standby, gate=True, migrations=False) is not None
+                    if switched:
+                        step.changed(switched_text(standby, old, ""))
+                    else:
+                        step.warn(f"{standby} did not answer /health/ with 200 within {STANDBY_TIMEOUT}s: starting {target} afresh")
+            if not switched:
+                colour = free_colour(state)
                 with report.step(f"start {colour} and wait for /health/"):
                     started = True
                     start_colour(h, colour, target_dir)
-            with report.step("switch") as step:
-                switched = True
-                fingerprint = switch(h, target_dir, colour, retire)
-                if not ahead:
-                    entry["migrations"] = fingerprint
-                step.changed(switched_text(colour, old, retire))
+                with report.step("switch") as step:
+                    switched = True
+                    switch(h, target_dir, colour, standby, migrations=False)
+                    step.changed(switched_text(colour, old, standby))
         except BaseException:
             if started and not switched:
                 stop_colour(h, colour)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
+if TYPE_CHECKING:
+    import jinja2
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -21,6 +22,8 @@ def library_templates() -> Path:
 
 @lru_cache(maxsize=8)
 def environment(project_dir: str = "") -> jinja2.Environment:
+    import jinja2  # here, not at the top: release and rollback render nothing, and every fab run would pay the import
+
     search = [str(library_templates())]
     if project_dir:
         client = Path(project_dir) / "templates"

@@ -161,7 +161,7 @@ def test_rollback_under_load_is_instant_and_health_gated(site):
     assert site.live_sha() == site.tags["v2"]
     assert "python environment" not in out.stdout and "migrate" not in out.stdout.replace("database migrations", "")
     # The warm standby took over without a restart, and the colour it replaced stays up as the next standby.
-    assert f"{standby} (warm standby) /health/" in out.stdout and "start " not in out.stdout
+    assert f"switch to {standby} (warm standby) once /health/ answers 200" in out.stdout and "start " not in out.stdout
     assert site.colours()[0] == standby and {colour: site.main_pid(colour) for colour in pids} == pids
     assert site.colour_sha(live) == site.tags["v3-reqs"]
 
