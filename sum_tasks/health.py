@@ -63,12 +63,15 @@ def curl_smoke(site: Site, path: str) -> str:
 
 
 def wait_script(site: Site, socket: str | None, seconds: int) -> str:
-    """Shell that polls /health/ every 50 ms until it answers 200 or `seconds` pass, then prints the last answer."""
+    """Shell that polls /health/ every 50 ms until it answers 200 or `seconds` pass, then prints the last answer.
+
+    One brace group, so `x && <this>` skips all of it when x fails; `$out` holds the answer afterwards.
+    """
     return (
-        f"end=$(( $(date +%s) + {seconds} )); "
+        f"{{ end=$(( $(date +%s) + {seconds} )); "
         f"while :; do out=$({curl_health(site, socket, timeout=min(5, max(seconds, 1)))}); "
         "[ \"$(printf '%s' \"$out\" | tail -n 1)\" = 200 ] && break; "
-        "[ \"$(date +%s)\" -ge \"$end\" ] && break; sleep 0.05; done; printf '%s' \"$out\""
+        "[ \"$(date +%s)\" -ge \"$end\" ] && break; sleep 0.05; done; printf '%s' \"$out\"; }"
     )
 
 

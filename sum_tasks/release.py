@@ -363,42 +363,51 @@ def resolve_local(repo: str, ref: str) -> str:
     return result.stdout.strip()
 
 
-def fetch_code(h: Host, ref: str, source: str, repo: str, staging: str) -> tuple[str, str]:
-    """Unpack the commit `ref` names into `staging`; returns its SHA and the requirements.txt it has."""
-    lay = h.layout
+def fetch_code(h: Host, ref: str, source: str, repo: str, staging: str) -> dict:
+    """Put the commit `ref` names on the host as a new release dir; returns its sha, id, venv, dir, requirements, reused.
+
+    `reused` is True when the venv for its requirements already exists. From the local checkout
+    this is one upload and one command; from the server's mirror, two commands.
+    """
+    lay, site = h.layout, h.site
     unpack = f"mkdir {q(staging)} && touch {q(staging)}/.building && "
     if source == "local":
         sha = resolve_local(repo, ref)
-        archive = subprocess.run(["git", "-C", repo, "archive", "--format=tar.gz", sha], capture_output=True, check=True).stdout
+        git = ["git", "-C", repo]
+        archive = subprocess.run([*git, "archive", "--format=tar.gz", sha], capture_output=True, check=True).stdout
+        shown = subprocess.run([*git, "show", f"{sha}:requirements.txt"], capture_output=True, text=True, check=False)
+        if shown.returncode != 0:
+            raise StepError(f"{ref} has no requirements.txt", "the client repo needs a requirements.txt at its top level")
+        requirements = shown.stdout
         h.c.put(io.BytesIO(archive), f"{staging}.tar.gz")
-        unpack += f"tar -xzf {q(staging)}.tar.gz -C {q(staging)} && rm -f {q(staging)}.tar.gz"
+        unpack += f"tar -xzf {q(staging)}.tar.gz -C {q(staging)} && rm -f {q(staging)}.tar.gz && "
     else:
-        url = h.site.repo_url
-        h.sh(
+        url = site.repo_url
+        out = h.sh(
             f"if [ -d {q(lay.repo)} ]; then git -C {q(lay.repo)} remote set-url origin {q(url)} && "
             f"git -C {q(lay.repo)} fetch --quiet --prune --tags origin '+refs/*:refs/*'; "
-            f"else git clone --quiet --mirror {q(url)} {q(lay.repo)}; fi",
-            f"fetch {url}", "check the server's deploy key can read sum.repo_url",
+            f"else git clone --quiet --mirror {q(url)} {q(lay.repo)}; fi || exit 1\n"
+            f"sha=$(git -C {q(lay.repo)} rev-parse --verify --quiet {q(ref + '^{commit}')}) || {{ echo @@nosuchref; exit 0; }}\n"
+            f"echo @@sha; echo \"$sha\"; {unpack}git -C {q(lay.repo)} archive --format=tar \"$sha\" | tar -x -C {q(staging)} && "
+            f"echo @@requirements && cat {q(staging)}/requirements.txt",
+            f"fetch {url} and unpack {ref}", "check the server's deploy key can read sum.repo_url, and that the commit has a requirements.txt",
         )
-        out = h.c.run(f"git -C {q(lay.repo)} rev-parse --verify --quiet {q(ref + '^{commit}')}", hide=True, warn=True)
-        if not out.ok:
+        if "@@nosuchref" in out:
             raise StepError(f"ref {ref!r} does not resolve to a commit in {url}", "push the tag or branch, or check the spelling")
-        sha = out.stdout.strip()
-        unpack += f"git -C {q(lay.repo)} archive --format=tar {q(sha)} | tar -x -C {q(staging)}"
-    requirements = h.sh(f"{unpack} && cat {q(staging)}/requirements.txt", "unpack the commit",
-                        "the client repo needs a requirements.txt at its top level")
-    return sha, requirements
-
-
-def place_release(h: Host, staging: str, release_dir: str, sha: str, release_id: str, venv: str) -> bool:
-    """Name the release dir, give the app its GIT_SHA and release id, link the venv; True if the venv already exists."""
+        sections = parse_sections(out)
+        sha, requirements, unpack = sections["sha"].strip(), sections["requirements"], ""
+    release = {"sha": sha, "id": new_release_id(sha), "venv": requirements_digest(requirements.encode(), site.python),
+               "requirements": requirements}
+    release["dir"] = lay.release(release["id"])
+    venv = lay.venv(release["venv"])
     out = h.sh(
-        f"mv -T {q(staging)} {q(release_dir)} && "
-        f"printf 'GIT_SHA=%s\\nSUM_RELEASE_ID=%s\\n' {q(sha)} {q(release_id)} > {q(release_dir)}/.release.env && "
-        f"ln -sfn {q(venv)} {q(release_dir)}/.venv && if [ -e {q(venv)}/.complete ]; then echo reused; fi",
-        "place the release",
+        f"{unpack}mv -T {q(staging)} {q(release['dir'])} && "
+        f"printf 'GIT_SHA=%s\\nSUM_RELEASE_ID=%s\\n' {q(sha)} {q(release['id'])} > {q(release['dir'])}/.release.env && "
+        f"ln -sfn {q(venv)} {q(release['dir'])}/.venv && if [ -e {q(venv)}/.complete ]; then echo reused; fi",
+        "unpack and place the release",
     )
-    return out.strip() == "reused"
+    release["reused"] = out.strip() == "reused"
+    return release
 
 
 def build_venv(h: Host, venv: str, release_dir: str) -> None:
@@ -471,8 +480,9 @@ def start_colour(h: Host, colour: str, release_dir: str) -> None:
     )
     result = h.c.run(f"sh -c {q(script)}", hide=True, warn=True, timeout=h.site.health_timeout + 60)
     if not result.ok:
-        raise StepError(f"could not start {colour} (exit status {result.exited})\n{result.stderr.strip()}\n{h.journal(colour)}",
-                        "check the sudoers rule from provision and `fab logs`")
+        raise StepError(f"{colour} did not start (exit status {result.exited})\n{result.stderr.strip()}\n{h.journal(colour)}",
+                        "the previous release is still serving; the lines above say why (the app failing to import, "
+                        "or sudo refusing: then run provision)")
     health = parse_answer(result.stdout)
     if not health.ok:
         body = health.body.strip()[:300]
@@ -614,6 +624,8 @@ def prepare(h: Host, state: dict, entry: dict, release_dir: str, source: str, re
             changed = changed_files(h, source, repo, live["sha"], entry["sha"])
             if changed is not None and not needs_django(changed):
                 step.note("no migration, static file or settings changed since the live release: skipped")
+                # Same migration files and venv as the live release: what it knew applied, this one knows too.
+                entry["migrations"] = live.get("migrations", "")
                 return
         status, output = manage(h, release_dir, "check")
         if status == PENDING:
@@ -642,11 +654,9 @@ def do_release(c: Connection, site: Site, ref: str, source: str, strict: bool, r
         release_dir, started, switched = "", False, False
         try:
             with report.step(f"fetch {ref} ({source})") as step:
-                entry["sha"], requirements = fetch_code(h, ref, source, repo, staging)
-                entry["id"] = new_release_id(entry["sha"])
-                entry["venv"] = requirements_digest(requirements.encode(), site.python)
-                release_dir = h.layout.release(entry["id"])
-                entry["reused"] = place_release(h, staging, release_dir, entry["sha"], entry["id"], h.layout.venv(entry["venv"]))
+                fetched = fetch_code(h, ref, source, repo, staging)
+                requirements, release_dir = fetched.pop("requirements"), fetched.pop("dir")
+                entry.update(fetched)
                 step.note(f"{entry['sha'][:12]} as {entry['id']}")
             prepare(h, state, entry, release_dir, source, repo, strict, requirements)
             run_hooks(c, site, report, "before_switch", release_dir, entry)
@@ -655,7 +665,9 @@ def do_release(c: Connection, site: Site, ref: str, source: str, strict: bool, r
                 start_colour(h, colour, release_dir)
             with report.step("switch") as step:
                 switched = True
-                entry["migrations"] = switch(h, release_dir, colour, retire)
+                known = entry.get("migrations", "")
+                fingerprint = switch(h, release_dir, colour, retire, migrations=not known)
+                entry["migrations"] = known or fingerprint
                 step.changed(switched_text(colour, old, retire))
         except BaseException:
             if switched:
