@@ -12,7 +12,7 @@ from . import db
 from .config import Site
 from .lock import read_holder
 from .output import Report, StepError
-from .release import Host, live_colour
+from .release import Host, live_colour, standby_colour, warm_standby
 from .remote import host_label, targets
 
 PREVIOUS = 5
@@ -44,6 +44,17 @@ def split_records(records: list[dict], current: str, count: int = PREVIOUS) -> t
     return records[live_at], list(reversed(rest))[:count]
 
 
+def describe_standby(state: dict) -> str:
+    """Which colour a rollback takes over without a restart, and on which release."""
+    colour = standby_colour(state)
+    if not colour:
+        return "none: a rollback starts its release afresh"
+    release = state["colours"][colour]
+    if not warm_standby(state, release):
+        return f"{colour} on {release}, not usable as is (stopped, or started before .env changed): a rollback restarts it"
+    return f"{colour} running {release}: `fab rollback` to it switches without a restart"
+
+
 def describe_backup(site: Site, now: int, entries: list[db.Entry]) -> str:
     """The newest backup: name, size, age, and whether it is verified."""
     newest = db.sorted_entries(site, entries)
@@ -73,6 +84,7 @@ def show_status(c: Connection, site: Site) -> None:
                      + ("" if colour and state["active"][colour] else " (NOT running: see `fab check`)"))
     else:
         report.print(f"  {'live':<12} {current} (no record of it in releases.jsonl)")
+    report.print(f"  {'standby':<12} {describe_standby(state)}")
     for i, record in enumerate(previous):
         report.print(f"  {'previous' if i == 0 else '':<12} {describe_record(record, now, record['id'] in state['dirs'])}")
     report.print(f"  {'last backup':<12} {describe_backup(site, now, entries)}")

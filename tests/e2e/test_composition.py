@@ -122,4 +122,4 @@ def test_wheel_in_a_clean_venv_lists_the_tasks_and_ships_the_templates(tmp_path)
     assert out[0].startswith(site_packages) and out[1].startswith(site_packages), out[:2]
     assert out[1].endswith("sum_tasks/templates")
     caddy = "\n".join(out[2:])
-    assert "acme.example.com" in caddy and "/run/sum/acme/" in caddy
+    assert "acme.example.com" in caddy and "unix//srv/sum/acme/live.sock" in caddy

@@ -39,8 +39,8 @@ class Site:
         return self.host.ssh("stat -c '%a %U %G' /srv/sum/acme/.env && sha256sum < /srv/sum/acme/.env").stdout
 
     def live_colour(self) -> str:
-        """Between tasks only the live colour has a link in colours/."""
-        return self.host.ssh("[ -e /srv/sum/acme/colours/blue ] && echo blue || echo green").stdout.strip()
+        """The colour Caddy's live.sock names."""
+        return self.host.ssh("readlink /srv/sum/acme/live.sock").stdout.strip().rsplit("/", 1)[1].removesuffix(".sock")
 
     def unit_env(self, key: str) -> str:
         """`key` in the environment of the live gunicorn's main process ('' when absent)."""
@@ -89,8 +89,8 @@ def test_check_on_several_hosts_in_parallel(site):
     ("redis", "systemctl stop redis-server", "systemctl start redis-server"),
     (".env", "chmod 644 /srv/sum/acme/.env", "chmod 600 /srv/sum/acme/.env"),
     ("firewall", "ufw allow 8080/tcp", "ufw delete allow 8080/tcp"),
-    ("gunicorn", "systemctl stop sum-acme-gunicorn@blue sum-acme-gunicorn@green",
-     "for x in blue green; do [ -e /srv/sum/acme/colours/$x ] && systemctl start sum-acme-gunicorn@$x; done; true"),
+    ("gunicorn", "systemctl stop sum-acme-gunicorn@blue sum-acme-gunicorn@green sum-acme-gunicorn@amber",
+     "for x in blue green amber; do [ -e /srv/sum/acme/colours/$x ] && systemctl start sum-acme-gunicorn@$x; done; true"),
 ])
 def test_check_fails_on_what_is_broken(site, name, break_it, fix_it):
     site.host.ssh(break_it)
@@ -113,6 +113,7 @@ def test_status_shows_the_live_release_and_the_lock(site):
     assert re.search(r"^  last backup\s+acme_db_\S+\.sql\.gz, [\d.]+ [KMG]?B, .* ago, verified$", out, re.MULTILINE), out
     assert re.search(r"^  nightly\s+nightly \(enabled\)", out, re.MULTILINE)
     assert re.search(r"^  lock\s+none$", out, re.MULTILINE)
+    assert re.search(r"^  standby\s+none: a rollback starts its release afresh$", out, re.MULTILINE), out
     assert f"[deploy@vps] status: {live} live (v1), lock free" in out
 
     # A held lock is named (the info file says who), and freed when its holder ends.
@@ -136,8 +137,10 @@ def test_status_shows_the_live_release_and_the_lock(site):
 def test_logs_show_gunicorn_lines(site):
     site.host.ssh("curl -sk --resolve acme.test:443:127.0.0.1 https://acme.test/health/ >/dev/null")
     out = site.client.fab("logs", "--lines", "5").stdout
-    assert out.splitlines()[0] == "[deploy@vps] logs app: sum-acme-gunicorn@blue.service, sum-acme-gunicorn@green.service"
-    entries = re.findall(r"^\w{3} \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \w+ sum-acme-gunicorn@(?:blue|green)\.service\[\d+\]: ", out, re.MULTILINE)
+    assert out.splitlines()[0] == ("[deploy@vps] logs app: sum-acme-gunicorn@blue.service, sum-acme-gunicorn@green.service, "
+                                   "sum-acme-gunicorn@amber.service")
+    entries = re.findall(r"^\w{3} \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \w+ sum-acme-gunicorn@(?:blue|green|amber)\.service\[\d+\]: ", out,
+                         re.MULTILINE)
     assert len(entries) == 5, out
     assert "caddy" in site.client.fab("logs", "--service", "caddy", "--lines", "3").stdout
     for bad in (("--lines", "0"), ("--service", "nginx"), ("--service", "celery")):
@@ -149,7 +152,9 @@ def test_logs_follow_ends_cleanly_on_ctrl_c(site):
     # fab as an operator's shell runs it: Ctrl-C raises KeyboardInterrupt (even where this test runs with SIGINT ignored).
     process = subprocess.Popen([sys.executable, "-c", FAB_WITH_CTRL_C, "logs", "--follow", "--lines", "1"], cwd=site.client.path,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
-    time.sleep(4)  # Caddy's health checks log a line a second
+    time.sleep(2)
+    site.host.ssh("for i in 1 2 3 4; do curl -sk -o /dev/null --resolve acme.test:443:127.0.0.1 https://acme.test/; sleep 0.3; done")
+    time.sleep(1)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=20)
     assert process.returncode == 0, err
@@ -221,9 +226,22 @@ def test_env_set_restart_is_health_gated(site):
         assert bad.returncode == 1 and "the app did not take over with the new .env" in bad.stderr
         assert f"{after} still serves with the .env it started with" in bad.stderr and "not-the-password" not in bad.stderr
         site.host.ssh(HEALTHY)
-        assert site.host.ssh("systemctl is-active sum-acme-gunicorn@blue sum-acme-gunicorn@green", check=False).stdout.split().count("active") == 1
+        states = site.host.ssh("systemctl is-active sum-acme-gunicorn@blue sum-acme-gunicorn@green sum-acme-gunicorn@amber", check=False)
+        assert states.stdout.split().count("active") == 1
     finally:
         site.host.ssh("cp -p /root/env.good /srv/sum/acme/.env")
     site.client.fab("env.unset", "GREETING", "--restart")
     assert site.unit_env("GREETING") == ""
     assert site.client.fab("check").returncode == 0
+
+
+def test_provision_gives_a_site_released_before_live_sock_one(site):
+    """Sites released by a version without live.sock get it from provision, naming the colour that runs `current`."""
+    live = site.live_colour()
+    site.host.ssh("rm /srv/sum/acme/live.sock")
+    out = site.client.fab("provision")
+    assert re.search(r"^  changed\s+live\.sock names the live colour", out.stdout, re.MULTILINE), out.stdout
+    assert site.live_colour() == live
+    site.host.ssh(HEALTHY)
+    again = site.client.fab("provision")
+    assert re.search(r"^  ok\s+live\.sock names the live colour", again.stdout, re.MULTILINE), again.stdout

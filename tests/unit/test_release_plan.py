@@ -190,3 +190,11 @@ def test_rollback_skips_django_only_with_a_fingerprint_from_a_clean_switch():
     assert last_fingerprint(records, "A") == "f1"
     assert last_fingerprint(records, "B") == "f2"
     assert last_fingerprint(records, "C") == ""
+
+
+def test_status_says_whether_a_rollback_would_be_instant():
+    from sum_tasks.status import describe_standby
+
+    assert describe_standby(host_state()) == "blue running r3: `fab rollback` to it switches without a restart"
+    assert "a rollback restarts it" in describe_standby(host_state(env="e2"))
+    assert describe_standby(host_state(colours={"blue": "", "green": "r4", "amber": ""})).startswith("none")
