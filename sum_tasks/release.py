@@ -19,7 +19,6 @@ one finishes what it has and stays up, so a rollback to it is one more rename.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 import socket
@@ -41,7 +40,7 @@ from .lock import site_lock
 from .lock import unlock as unlock_site
 from .output import Report, StepError
 from .provision import project_dir
-from .remote import host_label, one_by_one, parse_sections, q, targets, who
+from .remote import host_label, one_by_one, parse_sections, q, run_with_input, targets, who
 
 REF_RE = re.compile(r"^(?!-)(?!.*\.\.)(?!.*@\{)(?!.*//)[A-Za-z0-9._/@+-]{1,200}(?<![./])(?<!\.lock)$")
 GIT_REQ_RE = re.compile(r"git\+\S+?(?:@(?P<ref>[^#\s@/]+))?(?:#\S*)?$")
@@ -367,7 +366,7 @@ def fetch_code(h: Host, ref: str, source: str, repo: str, staging: str) -> dict:
     """Put the commit `ref` names on the host as a new release dir; returns its sha, id, venv, dir, requirements, reused.
 
     `reused` is True when the venv for its requirements already exists. From the local checkout
-    this is one upload and one command; from the server's mirror, two commands.
+    this is one command with `git archive` on its stdin; from the server's mirror, two commands.
     """
     lay, site = h.layout, h.site
     unpack = f"mkdir {q(staging)} && touch {q(staging)}/.building && "
@@ -379,8 +378,7 @@ def fetch_code(h: Host, ref: str, source: str, repo: str, staging: str) -> dict:
         if shown.returncode != 0:
             raise StepError(f"{ref} has no requirements.txt", "the client repo needs a requirements.txt at its top level")
         requirements = shown.stdout
-        h.c.put(io.BytesIO(archive), f"{staging}.tar.gz")
-        unpack += f"tar -xzf {q(staging)}.tar.gz -C {q(staging)} && rm -f {q(staging)}.tar.gz && "
+        unpack += f"tar -xzf - -C {q(staging)} && "
     else:
         url = site.repo_url
         out = h.sh(
@@ -395,17 +393,19 @@ def fetch_code(h: Host, ref: str, source: str, repo: str, staging: str) -> dict:
         if "@@nosuchref" in out:
             raise StepError(f"ref {ref!r} does not resolve to a commit in {url}", "push the tag or branch, or check the spelling")
         sections = parse_sections(out)
-        sha, requirements, unpack = sections["sha"].strip(), sections["requirements"], ""
+        sha, requirements, unpack, archive = sections["sha"].strip(), sections["requirements"], "", b""
     release = {"sha": sha, "id": new_release_id(sha), "venv": requirements_digest(requirements.encode(), site.python),
                "requirements": requirements}
     release["dir"] = lay.release(release["id"])
     venv = lay.venv(release["venv"])
-    out = h.sh(
+    script = (
         f"{unpack}mv -T {q(staging)} {q(release['dir'])} && "
         f"printf 'GIT_SHA=%s\\nSUM_RELEASE_ID=%s\\n' {q(sha)} {q(release['id'])} > {q(release['dir'])}/.release.env && "
-        f"ln -sfn {q(venv)} {q(release['dir'])}/.venv && if [ -e {q(venv)}/.complete ]; then echo reused; fi",
-        "unpack and place the release",
+        f"ln -sfn {q(venv)} {q(release['dir'])}/.venv && if [ -e {q(venv)}/.complete ]; then echo reused; fi"
     )
+    status, out, err = run_with_input(h.c, f"sh -c {q(script)}", archive)
+    if status != 0:
+        raise StepError(f"unpack and place the release (exit status {status})\n{err.strip()[-1500:]}")
     release["reused"] = out.strip() == "reused"
     return release
 
