@@ -49,7 +49,7 @@ class Check:
 
 
 def app_units(site: Site) -> list[str]:
-    """The units `check` expects: both gunicorn colours, celery when enabled, and caddy."""
+    """The units `check` expects: the gunicorn colours, celery when enabled, and caddy."""
     return db.app_units(site) + ["caddy.service"]
 
 

@@ -508,11 +508,16 @@ def bring_back(c: Connection, site: Site, report: Report, units: list[str]) -> N
             result = run(c, f"sudo -n /usr/bin/systemctl start {q(unit)}", warn=True)
             if not result.ok:
                 raise StepError(f"could not start {unit}: {script_error(result)}", f"look at `journalctl -u {unit}` on the host")
-        for colour in [unit_colour(u) for u in units if unit_colour(u)]:
+        live = run(c, f"readlink {q(site.root)}/live.sock", warn=True).stdout.strip().rsplit("/", 1)[-1].removesuffix(".sock")
+        # The live colour first: only it gates the restore; a standby that fails only loses its instant rollback.
+        for colour in sorted((unit_colour(u) for u in units if unit_colour(u)), key=lambda colour: colour != live):
             health = wait_healthy(c, site, colour_socket(site, colour))
-            if not health.ok:
+            if health.ok:
+                step.note(f"/health/ {health.describe()} on {colour}")
+            elif colour == live:
                 raise StepError(f"/health/ on {colour}: {health.describe()}", f"look at `journalctl -u {site.unit_prefix}-gunicorn@{colour}` on the host")
-            step.note(f"/health/ {health.describe()} on {colour}")
+            else:
+                step.warn(f"/health/ on the standby {colour}: {health.describe()}; a rollback will start its release afresh")
         others = [u for u in units if not unit_colour(u)]
         if others:
             step.note(f"started {', '.join(others)}")

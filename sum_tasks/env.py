@@ -23,7 +23,7 @@ from . import envfile
 from .config import Site, load_site
 from .lock import site_lock
 from .output import Report, StepError, add_secret
-from .release import Host, clean_up, free_colour, live_colour, start_colour, stop_colour, switch
+from .release import Host, clean_up, free_colour, live_colour, retire_script, start_colour, stop_colour, switch
 from .remote import host_label, q, run, targets
 
 KEY_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
@@ -206,7 +206,9 @@ def restart_app(c: Connection, site: Site, report: Report) -> str:
                 raise StepError(f"the app did not take over with the new .env: {err.reason}",
                                 f"{old} still serves with the .env it started with; fix the value and run `fab env.restart`") from None
             raise
-        switch(h, release_dir, colour, retire=old)
+        switch(h, release_dir, colour, migrations=False)
+        # A second before stopping it: a request Caddy sent just before the rename may still wait in its listen queue.
+        h.sh(f"sleep 1 && {retire_script(h, old)}", f"stop {old}")
         step.changed(f"{colour} started with the new .env and healthy, {old} stopping")
     return f"restarted ({colour} live)"
 

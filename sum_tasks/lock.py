@@ -31,7 +31,7 @@ def holder_text(action: str) -> str:
 
 
 @contextmanager
-def site_lock(c: Connection, site: Site, action: str, then: str = "", timeout: float = 20.0) -> Iterator[str]:
+def site_lock(c: Connection, site: Site, action: str, then: str = "", timeout: float = 60.0) -> Iterator[str]:
     """Hold the site's lock while the block runs, or refuse, naming who holds it.
 
     `then` is shell run once the lock is held, in the same round trip; the block gets its output.
@@ -39,9 +39,10 @@ def site_lock(c: Connection, site: Site, action: str, then: str = "", timeout: f
     """
     lock, info = lock_paths(site)
     holder = holder_text(action)
-    holding = (f'printf "%s (pid %s)\\n" "$1" "$$" > {q(info)}.tmp && mv {q(info)}.tmp {q(info)} && echo LOCKED && '
-               f"( {then or ':'} ) 2>/dev/null; echo {DONE}; cat >/dev/null; rm -f {q(info)}")
-    script = f"exec flock -n -E {BUSY} {q(lock)} sh -c {q(holding)} sh {q(holder)}"
+    # -o: only flock itself holds the lock's file, so ending this sh (see `unlock`) frees it.
+    holding = (f'printf "%s (pid %s)\\n" "$1" "$$" > {q(info)}.tmp && mv {q(info)}.tmp {q(info)} || exit 1; echo LOCKED; '
+               f"( {then or ':'} ) </dev/null 2>/dev/null; echo {DONE}; cat >/dev/null; rm -f {q(info)}")
+    script = f"exec flock -o -n -E {BUSY} {q(lock)} sh -c {q(holding)} sh {q(holder)}"
     channel = no_delay(c).client.get_transport().open_session()
     channel.exec_command(script)
     channel.settimeout(timeout)
@@ -83,6 +84,7 @@ def unlock(c: Connection, site: Site) -> str:
 
     The holding task itself (on another operator's machine) is not stopped: use this only when it is
     gone but its SSH session lingers (a dropped network that has not timed out yet).
+    Raises `Exit` when the lock is still held afterwards.
     """
     held = read_holder(c, site)
     if not held or "(pid " not in held:
@@ -91,6 +93,9 @@ def unlock(c: Connection, site: Site) -> str:
     if not pid.isdigit():
         return ""
     lock, _ = lock_paths(site)
-    run(c, f"kill {pid} 2>/dev/null; for i in $(seq 50); do flock -n {q(lock)} true && exit 0; sleep 0.1; done; exit 1", warn=True)
+    freed = run(c, f"pkill -P {pid} 2>/dev/null; kill {pid} 2>/dev/null; "
+                   f"for i in $(seq 50); do flock -n {q(lock)} true && exit 0; sleep 0.1; done; exit 1", warn=True)
+    if not freed.ok:
+        raise Exit(f"site {site.site_slug} on {c.host} is still locked after ending pid {pid} ({held}): look at it on the host", code=1)
     return held
 

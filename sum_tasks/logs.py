@@ -34,7 +34,7 @@ def validate_lines(lines: str | int) -> int:
 
 
 def units(site: Site, service: str) -> list[str]:
-    """The systemd units behind a --service name: ``app`` is both gunicorn colours."""
+    """The systemd units behind a --service name: ``app`` is the gunicorn colours."""
     if service == "app":
         return [u for u in db.app_units(site) if db.unit_colour(u)]
     if service == "caddy":
@@ -86,12 +86,12 @@ def show_logs(c: Connection, site: Site, service: str, lines: int, follow: bool)
 
 
 @task(help={
-    "service": "app (both gunicorn colours, the default), caddy, celery or backup (the nightly backup)",
+    "service": "app (the gunicorn colours, the default), caddy, celery or backup (the nightly backup)",
     "follow": "keep printing new lines until Ctrl-C",
     "lines": "how many recent lines to show first (default 50)",
 })
 def logs(c: Context, service: str = "app", follow: bool = False, lines: str = "50") -> None:
-    """The site's journald logs over SSH: gunicorn (both colours), caddy, celery or the nightly backup."""
+    """The site's journald logs over SSH: gunicorn (every colour), caddy, celery or the nightly backup."""
     site = load_site(c.config.get("sum", {}))
     validate_service(service, site)
     count = validate_lines(lines)

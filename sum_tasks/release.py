@@ -1,19 +1,20 @@
-"""release and rollback: build beside the live release, start it on the standby colour, switch once healthy.
+"""release and rollback: build beside the live release, start it on a free colour, switch once healthy.
 
 Layout under ``/srv/sum/<slug>/``::
 
     releases/<id>/          one commit's files, .venv -> ../../venvs/<requirements hash>, .release.env
     venvs/<hash>/           one venv per distinct requirements.txt, shared by the releases that match it
-    colours/blue, green     which release each gunicorn colour runs
+    colours/<colour>        which release each gunicorn colour (blue, green, amber) runs
     colours/<colour>.env    sha256 of the .env the colour started with
     current                 the live release
     live.sock               the live colour's socket, which Caddy proxies to
     releases.jsonl          one record per release attempt
 
-Between releases both colours run: the live one and, as a warm standby, the previous release.
-A release restarts the standby with the new code, waits for ``/health/`` on its own socket,
+Between releases two colours run: the live one and, as the warm standby, the release before.
+A release starts the third colour on the new code, waits for ``/health/`` on its own socket,
 then renames `current` and `live.sock`: new connections go to the new colour while the old
-one finishes what it has and stays up, so a rollback to it is one more rename.
+one finishes what it has and stays up as the new standby (the old standby stops), so a
+rollback to it is one more rename.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import re
 import socket
 import subprocess
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -189,13 +191,13 @@ def good_releases(records: list[dict], present: set[str]) -> list[str]:
     return order
 
 
-def prune_list(records: list[dict], present: set[str], live: str, keep: int) -> list[str]:
-    """Release dirs to delete: all but the newest `keep` good ones; never the live one or the one before it."""
+def prune_list(records: list[dict], present: set[str], live: str, keep: int, running: Iterable[str] = ()) -> list[str]:
+    """Release dirs to delete: all but the newest `keep` good ones; never the live one, the one before it, or one `running`."""
     good = [r for r in good_releases(records, present) if r != live]
     protected = set(good[-(keep - 1):]) if keep > 1 else set()
     if good:
         protected.add(good[-1])
-    protected.add(live)
+    protected |= {live, *running}
     return sorted(r for r in present if r not in protected)
 
 
@@ -305,10 +307,10 @@ def live_colour(state: dict) -> str:
 
 
 def standby_colour(state: dict) -> str:
-    """The colour kept running, not live, on a good release: the one most recently live if there are several."""
+    """The colour kept running, not live, on an earlier good release: the one most recently live if there are several."""
     live = live_colour(state)
     order = good_releases(state["records"], state["dirs"] - set(state["building"]))
-    kept = [c for c in COLOURS if c != live and state["colours"][c] in order]
+    kept = [c for c in COLOURS if c != live and state["colours"][c] in order and state["colours"][c] != state["current"]]
     return max(kept, key=lambda c: order.index(state["colours"][c]), default="")
 
 
@@ -341,6 +343,9 @@ def clean_up(h: Host, state: dict) -> list[str]:
             done.append(f"stopped stale {colour}")
         if state["colours"][colour]:
             script.append(f"rm -f {q(h.layout.colour(colour))} {q(h.layout.env_stamp(colour))}")
+    if state["current"] and not state["live"]:
+        raise StepError(f"{h.layout.live_socket} is missing: this site was released by an older sum_tasks, whose Caddy "
+                        "config proxies to the colours directly", "run `fab provision` once (it points Caddy at live.sock), then this task")
     if live and state["live"] != live:
         script.append(relink(h.layout.live_socket, colour_socket(h.site, live)))
         done.append(f"pointed live.sock at {live}")
@@ -474,7 +479,7 @@ def start_colour(h: Host, colour: str, release_dir: str) -> None:
     """Point `colour` at the release, (re)start it, and wait for /health/ on its own socket (one round trip)."""
     unit, lay = q(h.unit(colour)), h.layout
     script = (
-        f"{relink(lay.colour(colour), release_dir)} && (umask 077 && sha256sum < {q(h.site.root)}/.env > {q(lay.env_stamp(colour))}) && "
+        f"{relink(lay.colour(colour), release_dir)} && "
         f"{{ sudo -n /usr/bin/systemctl reset-failed {unit} 2>/dev/null; sudo -n /usr/bin/systemctl restart {unit}; }} && "
         + wait_script(h.site, colour_socket(h.site, colour), h.site.health_timeout)
     )
@@ -505,7 +510,7 @@ MIGRATIONS_SQL = "SELECT md5(coalesce(string_agg(app || '.' || name, ',' ORDER B
 def migrations_script(site: Site) -> str:
     """Shell printing a fingerprint of the migrations applied to the site's database (psql, no Django)."""
     return (
-        f"(set -a; . {q(site.root)}/.env; set +a; export PGPASSWORD=\"$DJANGO_DB_PASSWORD\"; "
+        f"(set -a; . {q(site.root)}/.env; set +a; export PGPASSWORD=\"$DJANGO_DB_PASSWORD\" PGCONNECT_TIMEOUT=5; "
         'psql -XtAq -h "$DJANGO_DB_HOST" -p "$DJANGO_DB_PORT" -U "$DJANGO_DB_USER" -d "$DJANGO_DB_NAME" '
         f"-c {q(MIGRATIONS_SQL)}) 2>/dev/null"
     )
@@ -514,6 +519,11 @@ def migrations_script(site: Site) -> str:
 def last_fingerprint(records: list[dict], release_id: str) -> str:
     """The migrations fingerprint recorded the last time `release_id` went live knowing every applied migration."""
     return next((r.get("migrations", "") for r in reversed(records) if r["id"] == release_id and r.get("migrations")), "")
+
+
+def retire_script(h: Host, colour: str) -> str:
+    """Shell that stops `colour` in the background and unlinks it, so nothing starts it again."""
+    return f"sudo -n /usr/bin/systemctl --no-block stop {q(h.unit(colour))} && rm -f {q(h.layout.colour(colour))} {q(h.layout.env_stamp(colour))}"
 
 
 def switch(h: Host, release_dir: str, colour: str, retire: str = "", gate: bool = False, migrations: bool = True) -> str | None:
@@ -527,8 +537,7 @@ def switch(h: Host, release_dir: str, colour: str, retire: str = "", gate: bool 
     rollback can skip Django.
     """
     lay = h.layout
-    after = [f"sudo -n /usr/bin/systemctl --no-block stop {q(h.unit(retire))}",
-             f"rm -f {q(lay.colour(retire))} {q(lay.env_stamp(retire))}"] if retire else []
+    after = [retire_script(h, retire)] if retire else []
     if h.site.celery:
         after.append(f"sudo -n /usr/bin/systemctl restart {q(h.site.unit_prefix + '-celery.service')}")
     script = (f"rm -f {q(release_dir)}/.building && {relink(lay.current, release_dir)} && "
@@ -538,7 +547,7 @@ def switch(h: Host, release_dir: str, colour: str, retire: str = "", gate: bool 
     if gate:
         script = (wait_script(h.site, colour_socket(h.site, colour), STANDBY_TIMEOUT)
                   + f'; [ "$(printf %s "$out" | tail -n 1)" = 200 ] || exit {UNHEALTHY}; ' + script)
-    result = h.c.run(f"sh -c {q(script)}", hide=True, warn=True, timeout=STANDBY_TIMEOUT + 60)
+    result = h.c.run(f"sh -c {q(script)}", hide=True, warn=True)
     if gate and result.exited == UNHEALTHY:
         return None
     if "@@switched" not in result.stdout:
@@ -556,7 +565,7 @@ def record_and_prune(h: Host, state: dict, entry: dict) -> list[str]:
     if entry.get("result") == "good":
         records = state["records"] + [entry]
         present = state["dirs"] | {entry["id"]}
-        doomed = prune_list(records, present, entry["id"], h.site.keep_releases)
+        doomed = prune_list(records, present, entry["id"], h.site.keep_releases, [state["current"], *state["colours"].values()])
         kept = present - set(doomed)
         used = {r.get("venv") for r in records if r["id"] in kept}
         unused = [v for v in state["venvs"] if v not in used]
@@ -567,17 +576,20 @@ def record_and_prune(h: Host, state: dict, entry: dict) -> list[str]:
     return doomed
 
 
-def smoke_checks(h: Host) -> None:
-    """/health/ and /sitemap.xml through Caddy on the host itself (no DNS needed), and from here when the domain resolves."""
+def smoke_checks(h: Host, sha: str) -> None:
+    """/health/ (reporting `sha`) and /sitemap.xml through Caddy on the host itself (no DNS needed), and from here when the domain resolves."""
     site = h.site
     with h.report.step("smoke check through caddy") as step:
         out = h.c.run(curl_smoke(site, "/sitemap.xml"), hide=True, warn=True).stdout
         sitemap, _, answer = out.partition("\n")
         health = parse_answer(answer)
-        if health.ok:
-            step.note(health.describe())
-        else:
+        if not health.ok:
             step.warn(f"/health/ through Caddy: {health.describe()}; the release is live, check Caddy (`fab logs --service caddy`)")
+        elif sha and health.sha and health.sha != sha:
+            step.warn(f"/health/ through Caddy reports {health.sha[:12]}, not {sha[:12]}: Caddy is not proxying to live.sock "
+                      "(run `fab provision`), or another server answers for this domain")
+        else:
+            step.note(health.describe())
         step.note(f"sitemap.xml HTTP {sitemap.strip() or 'no answer'} (not blocking)")
         step.note(remote_check(site))
 
@@ -678,7 +690,7 @@ def do_release(c: Connection, site: Site, ref: str, source: str, strict: bool, r
             if release_dir:
                 h.c.run(f"rm -f {q(release_dir)}/.building && touch {q(release_dir)}/.failed", hide=True, warn=True)
             else:
-                h.c.run(f"rm -rf {q(staging)} {q(staging)}.tar.gz", hide=True, warn=True)
+                h.c.run(f"rm -rf {q(staging)}", hide=True, warn=True)
             if "id" in entry:
                 entry.pop("reused", None)
                 entry.update(result=f"failed: {failed}", seconds=round(time.monotonic() - began, 2), colour=colour)
@@ -691,7 +703,7 @@ def do_release(c: Connection, site: Site, ref: str, source: str, strict: bool, r
             if removed:
                 step.changed(f"removed {len(removed)} old releases")
         run_hooks(c, site, report, "after_switch", release_dir, entry)
-    smoke_checks(h)
+    smoke_checks(h, str(entry.get("sha") or ""))
     report.summary(f"{entry['id']} live ({entry['sha'][:12]})")
     return entry
 
@@ -761,7 +773,7 @@ def do_rollback(c: Connection, site: Site, to: str, force: bool) -> dict:
         with report.step("record and prune"):
             record_and_prune(h, state, entry)
         run_hooks(c, site, report, "after_switch", target_dir, entry)
-    smoke_checks(h)
+    smoke_checks(h, str(entry.get("sha") or ""))
     report.summary(f"{target} live")
     return entry
 

@@ -129,7 +129,10 @@ def run_with_input(c: Connection, command: str, data: bytes, timeout: float = 60
     try:
         channel.settimeout(timeout)
         channel.exec_command(command)
-        channel.sendall(data)
+        try:
+            channel.sendall(data)
+        except OSError:
+            pass  # the command ended before reading it all: its stderr and exit status say why
         channel.shutdown_write()
         stdout = channel.makefile("rb").read().decode(errors="replace")
         stderr = channel.makefile_stderr("rb").read().decode(errors="replace")

@@ -205,6 +205,31 @@ def test_second_release_is_refused_and_a_killed_one_heals(site):
     assert ".incoming" not in leftovers and ".building" not in leftovers
 
 
+def test_unlock_frees_a_lock_whose_session_lingers(site):
+    # A release stuck in a hook stands for a task whose operator is gone but whose SSH session lingers.
+    site.client.configure({**site_config(site.host), "hooks": {"before_migrate": ["sleep 117"]}})
+    argv = [sys.executable, "-m", "fabric", "-H", "deploy@vps", "release", "--ref", "v1.2"]
+    stuck = subprocess.Popen(argv, cwd=site.client.path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while site.host.ssh("pgrep -u deploy -x sleep", check=False).returncode != 0:
+            assert time.monotonic() < deadline and stuck.poll() is None, "the release never reached its hook"
+            time.sleep(0.1)
+        out = site.client.fab("unlock")
+        assert re.search(r"\[deploy@vps\] ended: release v1.2 by \S+ since [\d-]+ [\d:]+Z \(pid \d+\)", out.stdout), out.stdout
+        assert site.host.ssh("flock -n /srv/sum/acme/.lock true", check=False).returncode == 0
+        assert "[deploy@vps] not locked" in site.client.fab("unlock").stdout
+    finally:
+        stuck.kill()
+        stuck.wait()
+        site.host.ssh("pkill -u deploy -x sleep", check=False)
+        site.client.configure(site_config(site.host))
+    with site.load() as load:
+        out = site.release("v1.2")
+    assert_no_drops(load)
+    assert site.live_sha() == site.tags["v1.2"] and "removed half-built" in out.stdout
+
+
 def test_hooks_run_and_a_failing_pre_switch_hook_fails_the_release(site):
     hooks = {"before_migrate": ["test -f manage.py && echo \"$GIT_SHA\" > /tmp/hook-sha"],
              "after_switch": ["echo switched >> /tmp/hook-log"]}

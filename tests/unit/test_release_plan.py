@@ -130,6 +130,9 @@ def test_colours():
     assert live_colour(host_state(live="")) == "green"
     # live.sock naming a colour that does not run the live release is not believed.
     assert live_colour(host_state(live="blue")) == "green"
+    # A colour on the live release (a killed env.restart's) is never the standby: rollback needs the release before.
+    restarted = host_state(colours={"blue": "r3", "green": "r4", "amber": "r4"}, active=dict.fromkeys(COLOURS, True))
+    assert standby_colour(restarted) == "blue" and stale_colours(restarted) == ["amber"]
     # Two colours on good releases besides the live one: the standby is the one live most recently.
     crowded = host_state(colours={"blue": "r3", "green": "r4", "amber": "r2"}, active=dict.fromkeys(COLOURS, True))
     assert standby_colour(crowded) == "blue" and free_colour(crowded) == "amber"
@@ -179,6 +182,8 @@ def test_rollback_goes_to_the_release_live_before_this_one():
     assert rollback_target(records, present, "C") == "A"
     assert good_releases(records, present) == ["B", "A", "C"]
     assert prune_list(records, present, "C", keep=2) == ["B"]
+    # A release some colour still runs (one left unrecorded by a killed task, say) is never deleted under it.
+    assert prune_list(records, present, "C", keep=2, running=["B", ""]) == []
     assert backup_undoing(records, "A") == "/b/pre-C"
     assert backup_undoing(records, "B") == "/b/pre-C"
 
