@@ -1,4 +1,5 @@
-"""The site's ``.env``: parsed, merged with what the config says, and written so a shell and systemd can both read it."""
+"""The site's ``.env``: parsed, merged with what the config says, written so a shell and systemd can both read it,
+and the shell that loads it on the host."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Callable
 
 from .config import Site
 from .credentials import new_secret
+from .remote import q
 
 LINE_RE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
 SAFE_VALUE_RE = re.compile(r"^[A-Za-z0-9_./:@,+=%-]*$")
@@ -93,3 +95,18 @@ def merge(existing: str, site: Site, secret: Callable[[], str] = new_secret, db_
             continue
         lines.append(line + "\n")
     return "".join(lines)
+
+
+def in_site_env(site: Site, directory: str) -> str:
+    """Shell that enters `directory` and exports the site's .env (and the release's .release.env when there is one)."""
+    return (f"cd {q(directory)} && set -a && . {q(site.root)}/.env && "
+            "if [ -f .release.env ]; then . ./.release.env; fi && set +a")
+
+
+def site_psql(site: Site, sql: str) -> str:
+    """Shell running `sql` as the site's role with the password from .env (in the environment, never in argv); tuples only."""
+    return (
+        f"(set -a; . {q(site.root)}/.env; set +a; export PGPASSWORD=\"$DJANGO_DB_PASSWORD\" PGCONNECT_TIMEOUT=5; "
+        'psql -XtAq -h "$DJANGO_DB_HOST" -p "$DJANGO_DB_PORT" -U "$DJANGO_DB_USER" -d "$DJANGO_DB_NAME" '
+        f"-c {q(sql)})"
+    )

@@ -25,6 +25,7 @@ from typing import Any
 from fabric import Connection
 
 from .config import HOOK_POINTS, Site
+from .envfile import in_site_env
 from .output import Report, StepError
 from .remote import q
 
@@ -50,10 +51,7 @@ def registered(point: str) -> list[Hook]:
 
 def command_script(site: Site, directory: str, command: str) -> str:
     """The shell script running one configured hook command with the site's environment."""
-    return (
-        f"cd {q(directory)} && set -a && . {q(site.root)}/.env && "
-        f"if [ -f .release.env ]; then . ./.release.env; fi && set +a && {command}"
-    )
+    return f"{in_site_env(site, directory)} && {command}"
 
 
 def run_hooks(c: Connection, site: Site, report: Report, point: str, directory: str, info: dict[str, Any]) -> None:

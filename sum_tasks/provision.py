@@ -154,13 +154,8 @@ def db_sql(site: Site, password: str) -> str:
 
 def db_check(site: Site) -> str:
     """As the deploy user, with the password from .env: the role logs in and owns its database."""
-    env = f"{site.root}/.env"
-    inner = (
-        f"set -a; . {q(env)}; set +a; export PGPASSWORD=\"$DJANGO_DB_PASSWORD\"; "
-        'psql -X -h "$DJANGO_DB_HOST" -p "$DJANGO_DB_PORT" -U "$DJANGO_DB_USER" -d "$DJANGO_DB_NAME" -tAc '
-        "\"SELECT pg_get_userbyid(datdba) = current_user FROM pg_database WHERE datname = current_database()\""
-    )
-    return f"runuser -u {q(site.deploy_user)} -- sh -c {q(inner)}"
+    sql = "SELECT pg_get_userbyid(datdba) = current_user FROM pg_database WHERE datname = current_database()"
+    return f"runuser -u {q(site.deploy_user)} -- sh -c {q(envfile.site_psql(site, sql))}"
 
 
 def host_plan(site: Site, facts: Facts, project_dir: str = "", secret=new_secret) -> list[Op]:

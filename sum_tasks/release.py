@@ -36,6 +36,7 @@ from invoke.exceptions import Exit
 
 from .config import COLOURS, Site
 from .db import backup as db_backup
+from .envfile import in_site_env, site_psql
 from .health import colour_socket, curl_smoke, parse_answer, wait_script
 from .hooks import run_hooks
 from .lock import site_lock
@@ -427,10 +428,7 @@ def build_venv(h: Host, venv: str, release_dir: str) -> None:
 
 def manage(h: Host, release_dir: str, mode: str) -> tuple[int, str]:
     """Run the migration/collectstatic script in the release with the site's environment."""
-    script = (
-        f"cd {q(release_dir)} && set -a && . {q(h.site.root)}/.env && . ./.release.env && set +a && "
-        f"exec .venv/bin/python -c {q(MANAGE_SCRIPT)} {mode}"
-    )
+    script = f"{in_site_env(h.site, release_dir)} && exec .venv/bin/python -c {q(MANAGE_SCRIPT)} {mode}"
     result = h.c.run(f"sh -c {q(script)}", hide=True, warn=True)
     return result.exited, result.stdout + result.stderr
 
@@ -509,11 +507,7 @@ MIGRATIONS_SQL = "SELECT md5(coalesce(string_agg(app || '.' || name, ',' ORDER B
 
 def migrations_script(site: Site) -> str:
     """Shell printing a fingerprint of the migrations applied to the site's database (psql, no Django)."""
-    return (
-        f"(set -a; . {q(site.root)}/.env; set +a; export PGPASSWORD=\"$DJANGO_DB_PASSWORD\" PGCONNECT_TIMEOUT=5; "
-        'psql -XtAq -h "$DJANGO_DB_HOST" -p "$DJANGO_DB_PORT" -U "$DJANGO_DB_USER" -d "$DJANGO_DB_NAME" '
-        f"-c {q(MIGRATIONS_SQL)}) 2>/dev/null"
-    )
+    return f"{site_psql(site, MIGRATIONS_SQL)} 2>/dev/null"
 
 
 def last_fingerprint(records: list[dict], release_id: str) -> str:

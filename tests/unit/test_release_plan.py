@@ -203,3 +203,29 @@ def test_status_says_whether_a_rollback_would_be_instant():
     assert describe_standby(host_state()) == "blue running r3: `fab rollback` to it switches without a restart"
     assert "a rollback restarts it" in describe_standby(host_state(env="e2"))
     assert describe_standby(host_state(colours={"blue": "", "green": "r4", "amber": ""})).startswith("none")
+
+
+@pytest.mark.parametrize("answer,sha,words", [
+    ('{"status": "ok", "version": {"git_sha": "%s"}}' % ("a" * 40), "a" * 40, "HTTP 200 ok at aaaaaaaaaaaa"),
+    ('{"status": "ok", "version": {"git_sha": "%s"}}' % ("b" * 40), "a" * 40, "WARNING: /health/ through Caddy reports bbbbbbbbbbbb, not aaaaaaaaaaaa"),
+    ('{"status": "unhealthy"}', "a" * 40, "WARNING: /health/ through Caddy: HTTP 503 unhealthy"),
+])
+def test_the_smoke_check_warns_unless_caddy_serves_the_new_release(site, answer, sha, words):
+    import io
+
+    from invoke.runners import Result
+
+    from sum_tasks.output import Report
+    from sum_tasks.release import Host, smoke_checks
+
+    code = "503" if "unhealthy" in answer else "200"
+
+    class Answering:
+        def run(self, command, **kwargs):
+            assert "--next" in command and "/sitemap.xml" in command and "/health/" in command
+            return Result(stdout=f"200\n{answer}\n{code}", exited=0)
+
+    report = Report("release", "deploy@vps", stream=io.StringIO())
+    smoke_checks(Host(Answering(), site, report), sha)
+    assert any(note.startswith(words) for note in report.steps[-1].notes), report.steps[-1].notes
+    assert "sitemap.xml HTTP 200 (not blocking)" in report.steps[-1].notes
