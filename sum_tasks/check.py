@@ -16,11 +16,11 @@ from invoke import Context, task
 from invoke.exceptions import Exit
 
 from . import db
-from .config import Site
+from .config import COLOURS, Site
 from .health import curl_health, parse_health
 from .output import Report, StepFailed
-from .provision import COLOURS, loopback_only, ufw_converged
-from .release import link_name, live_colour
+from .provision import loopback_only, ufw_converged
+from .release import live_colour, state_from
 from .remote import host_label, on_hosts, parse_sections, q, run, targets
 
 STATUSES = ("ok", "warn", "fail")
@@ -103,8 +103,7 @@ def check_services(site: Site, sections: dict[str, str]) -> list[Check]:
     """The live colour's gunicorn, caddy and (when enabled) celery are active."""
     units = app_units(site)
     states = dict(zip(units, sections.get("active", "").split()))
-    state = {"current": link_name(sections.get("current", "")), "live": link_name(sections.get("live", "")).removesuffix(".sock"),
-             "colours": {c: link_name(sections.get(c, "")) for c in COLOURS}}
+    state = state_from(sections)
     live = live_colour(state)
     checks = []
     if not state["current"]:

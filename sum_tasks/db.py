@@ -24,7 +24,7 @@ from invoke.exceptions import Exit
 from invoke.runners import Result
 
 from .config import BACKUP_FORMATS, COLOURS, Site
-from .health import colour_socket, wait_healthy
+from .health import colour_socket, socket_colour, wait_healthy
 from .hooks import run_hooks
 from .lock import site_lock
 from .ops import Op, file_op
@@ -508,7 +508,7 @@ def bring_back(c: Connection, site: Site, report: Report, units: list[str]) -> N
             result = run(c, f"sudo -n /usr/bin/systemctl start {q(unit)}", warn=True)
             if not result.ok:
                 raise StepError(f"could not start {unit}: {script_error(result)}", f"look at `journalctl -u {unit}` on the host")
-        live = run(c, f"readlink {q(site.root)}/live.sock", warn=True).stdout.strip().rsplit("/", 1)[-1].removesuffix(".sock")
+        live = socket_colour(run(c, f"readlink {q(site.root)}/live.sock", warn=True).stdout)
         # The live colour first: only it gates the restore; a standby that fails only loses its instant rollback.
         for colour in sorted((unit_colour(u) for u in units if unit_colour(u)), key=lambda colour: colour != live):
             health = wait_healthy(c, site, colour_socket(site, colour))

@@ -92,3 +92,8 @@ def wait_healthy(c: Connection, site: Site, socket: str | None = None, timeout: 
 
 def colour_socket(site: Site, colour: str) -> str:
     return f"{site.run_dir}/{colour}.sock"
+
+
+def socket_colour(target: str) -> str:
+    """The colour a socket path names (what `readlink live.sock` prints); '' for none."""
+    return target.strip().rsplit("/", 1)[-1].removesuffix(".sock")

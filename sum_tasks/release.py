@@ -37,7 +37,7 @@ from invoke.exceptions import Exit
 from .config import COLOURS, Site
 from .db import backup as db_backup
 from .envfile import in_site_env, site_psql
-from .health import colour_socket, curl_smoke, parse_answer, wait_script
+from .health import colour_socket, curl_smoke, parse_answer, socket_colour, wait_script
 from .hooks import run_hooks
 from .lock import site_lock
 from .lock import unlock as unlock_site
@@ -279,11 +279,15 @@ class Host:
 
 
 def parse_state(stdout: str) -> dict:
-    sections = parse_sections(stdout)
+    return state_from(parse_sections(stdout))
+
+
+def state_from(sections: dict[str, str]) -> dict:
+    """The state from `state_script`'s sections (`check` prints some of the same; what is missing reads as empty)."""
     active = sections.get("active", "").split()
     return {
         "current": link_name(sections.get("current", "")),
-        "live": link_name(sections.get("live", "")).removesuffix(".sock"),
+        "live": socket_colour(sections.get("live", "")),
         "env": sections.get("env", "").strip(),
         "colours": {c: link_name(sections.get(c, "")) for c in COLOURS},
         "env_stamps": {c: sections.get(f"{c}.env", "").strip() for c in COLOURS},
@@ -343,7 +347,7 @@ def clean_up(h: Host, state: dict) -> list[str]:
             h.systemctl("stop", colour)
             done.append(f"stopped stale {colour}")
         if state["colours"][colour]:
-            script.append(f"rm -f {q(h.layout.colour(colour))} {q(h.layout.env_stamp(colour))}")
+            script.append(unlink_colour(h, colour))
     if state["current"] and not state["live"]:
         raise StepError(f"{h.layout.live_socket} is missing: this site was released by an older sum_tasks, whose Caddy "
                         "config proxies to the colours directly", "run `fab provision` once (it points Caddy at live.sock), then this task")
@@ -497,9 +501,9 @@ def start_colour(h: Host, colour: str, release_dir: str) -> None:
 
 
 def stop_colour(h: Host, colour: str) -> None:
-    unit, lay = q(h.unit(colour)), h.layout
-    h.c.run(f"sudo -n /usr/bin/systemctl stop {unit}; sudo -n /usr/bin/systemctl reset-failed {unit}; "
-            f"rm -f {q(lay.colour(colour))} {q(lay.env_stamp(colour))}", hide=True, warn=True)
+    unit = q(h.unit(colour))
+    h.c.run(f"sudo -n /usr/bin/systemctl stop {unit}; sudo -n /usr/bin/systemctl reset-failed {unit}; {unlink_colour(h, colour)}",
+            hide=True, warn=True)
 
 
 MIGRATIONS_SQL = "SELECT md5(coalesce(string_agg(app || '.' || name, ',' ORDER BY app, name), '')) FROM django_migrations"
@@ -515,9 +519,14 @@ def last_fingerprint(records: list[dict], release_id: str) -> str:
     return next((r.get("migrations", "") for r in reversed(records) if r["id"] == release_id and r.get("migrations")), "")
 
 
+def unlink_colour(h: Host, colour: str) -> str:
+    """Shell removing `colour`'s release link (so nothing starts it again) and its .env hash."""
+    return f"rm -f {q(h.layout.colour(colour))} {q(h.layout.env_stamp(colour))}"
+
+
 def retire_script(h: Host, colour: str) -> str:
-    """Shell that stops `colour` in the background and unlinks it, so nothing starts it again."""
-    return f"sudo -n /usr/bin/systemctl --no-block stop {q(h.unit(colour))} && rm -f {q(h.layout.colour(colour))} {q(h.layout.env_stamp(colour))}"
+    """Shell that stops `colour` in the background and unlinks it."""
+    return f"sudo -n /usr/bin/systemctl --no-block stop {q(h.unit(colour))} && {unlink_colour(h, colour)}"
 
 
 def switch(h: Host, release_dir: str, colour: str, retire: str = "", gate: bool = False, migrations: bool = True) -> str | None:

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 
 import pytest
-from e2e_support import site_config
+from e2e_support import live_colour, site_config
 from site_repo import build_site_repo
 
 from sum_tasks.testing.client import Client, make_client
@@ -40,7 +40,7 @@ class Site:
 
     def live_colour(self) -> str:
         """The colour Caddy's live.sock names."""
-        return self.host.ssh("readlink /srv/sum/acme/live.sock").stdout.strip().rsplit("/", 1)[1].removesuffix(".sock")
+        return live_colour(self.host)
 
     def unit_env(self, key: str) -> str:
         """`key` in the environment of the live gunicorn's main process ('' when absent)."""

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 
 import pytest
-from e2e_support import site_config
+from e2e_support import live_colour, site_config
 from site_repo import HEADINGS, build_site_repo
 
 from sum_tasks.config import COLOURS
@@ -43,7 +43,7 @@ class Deployed:
 
     def colours(self) -> tuple[str, str, dict[str, str]]:
         """The live colour (as Caddy's live.sock names it), the standby ('' if none) and each colour's state, once none is stopping."""
-        live = self.host.ssh("readlink /srv/sum/acme/live.sock").stdout.strip().rsplit("/", 1)[-1].removesuffix(".sock")
+        live = live_colour(self.host)
         linked = self.host.ssh("ls /srv/sum/acme/colours").stdout.split()
         standby = [c for c in COLOURS if c in linked and c != live]
         assert len(standby) <= 1, linked
