@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sum_tasks.db import first
+from sum_tasks.commands.backup import first
 from sum_tasks.testing.client import make_client
 from sum_tasks.testing.hosts import TestHost, boot_host
 

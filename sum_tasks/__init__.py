@@ -2,33 +2,26 @@
 
 A client repo's ``fabfile.py``::
 
-    from sum_tasks import namespace
+    from sum_tasks import hooks, namespace, q, targets
     ns = namespace()          # provision, release, rollback, db.*, ...; add your own tasks to it
+
+What a client repo's own tasks use: ``targets(c)`` yields ``(Connection, Site)`` for the hosts a task
+acts on (``-H`` or ``sum.hosts``); ``run(conn, Script(name, text), as_=...)`` runs a script there with
+the library's failure policy; ``in_site_env(site, directory)`` is shell that enters a directory with
+the site's environment; ``q`` quotes a value for a remote shell; ``Report`` prints steps as the
+library's tasks do; ``hooks.on(point)`` registers a Python hook.
 """
 
 from __future__ import annotations
 
-from invoke import Collection
+from .cli import hooks, namespace
+from .commands.envfile import in_site_env
+from .commands.script import Script, q
+from .configuration import Site
+from .host.output import Report, StepError
+from .host.runner import host_label, run
+from .host.targets import targets
 
-from .config import DEFAULTS
-
-__all__ = ["namespace", "ns"]
-
-
-def namespace() -> Collection:
-    """A fresh root collection with every library task and the ``sum`` defaults."""
-    from . import check, db, env, logs, provision, release, status
-
-    ns = Collection()
-    ns.add_task(provision.provision)
-    for t in (release.release, release.rollback, release.releases, release.unlock):
-        ns.add_task(t)
-    ns.add_collection(db.db)
-    for t in (check.check, status.status, logs.logs):
-        ns.add_task(t)
-    ns.add_collection(env.env)
-    ns.configure({"sum": DEFAULTS, "run": {"in_stream": False}})
-    return ns
-
+__all__ = ["Report", "Script", "Site", "StepError", "hooks", "host_label", "in_site_env", "namespace", "ns", "q", "run", "targets"]
 
 ns = namespace()

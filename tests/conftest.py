@@ -1,6 +1,6 @@
 import pytest
 
-from sum_tasks.config import load_site
+from sum_tasks.configuration import load_site
 
 pytest_plugins = ["sum_tasks.testing.pytest_plugin"]
 

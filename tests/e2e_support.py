@@ -1,6 +1,6 @@
 """What the end-to-end tests share: the example site's `sum` settings, and which colour serves it."""
 
-from sum_tasks.health import socket_colour
+from sum_tasks.commands.health import socket_colour
 
 SITE = {
     "site_slug": "acme",

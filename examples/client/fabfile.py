@@ -15,11 +15,7 @@ from typing import Any
 from fabric import Connection
 from invoke import Collection, Context, task
 
-from sum_tasks import hooks, namespace
-from sum_tasks.config import Site
-from sum_tasks.hooks import command_script
-from sum_tasks.output import Report, StepError
-from sum_tasks.remote import host_label, run, targets
+from sum_tasks import Report, Script, Site, hooks, host_label, in_site_env, namespace, run, targets
 
 ns = namespace()
 
@@ -30,11 +26,10 @@ def check_deploy(c: Context) -> None:
     for conn, site in targets(c, role="deploy"):
         report = Report("site.check-deploy", host_label(conn))
         with report.step("manage.py check --deploy") as step:
-            script = command_script(site, f"{site.root}/current", ".venv/bin/python manage.py check --deploy")
-            result = run(conn, script, user=None if conn.user == site.deploy_user else site.deploy_user, warn=True)
+            script = Script("manage.py check --deploy",
+                            f"{in_site_env(site, site.paths.current)} && .venv/bin/python manage.py check --deploy")
+            result = run(conn, script, as_=site.deploy_user, hint="fix the settings Django names, then release again")
             output = (result.stdout + result.stderr).strip()
-            if not result.ok:
-                raise StepError(output or f"exit status {result.exited}", "fix the settings Django names, then release again")
             step.note(output.splitlines()[-1] if output else "no issues")
         report.summary()
 
@@ -47,7 +42,7 @@ ns.add_collection(Collection("site", check_deploy))
 #     @task(help={"ref": "tag to put live"})
 #     def my_release(c, ref=""):
 #         """Release, then tell the team."""
-#         from sum_tasks.release import release
+#         from sum_tasks.cli.release import release
 #         release(c, ref=ref)
 #         c.run(f"notify-team 'released {ref}'")
 #

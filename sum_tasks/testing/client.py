@@ -51,8 +51,8 @@ def make_client(path: Path, sum_config: dict[str, Any], hosts: dict[str, tuple[T
                 vendored: bool = False, fabfile: str = FABFILE) -> Client:
     """Write a client repo at `path`: ``hosts`` maps ssh aliases to (host, user).
 
-    With `vendored`, ``sum_tasks/`` and ``templates/`` are copied in, as a client repo that
-    vendors the library would have them; otherwise the installed package is used.
+    With `vendored`, ``sum_tasks/`` (templates included) is copied in, as a client repo that
+    vendors the library would have it; otherwise the installed package is used.
     """
     path.mkdir(parents=True, exist_ok=True)
     (path / "fabfile.py").write_text(fabfile)
@@ -67,6 +67,5 @@ def make_client(path: Path, sum_config: dict[str, Any], hosts: dict[str, tuple[T
     }
     (path / "fabric.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     if vendored:
-        for name in ("sum_tasks", "templates"):
-            shutil.copytree(LIBRARY_ROOT / name, path / name, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+        shutil.copytree(LIBRARY_ROOT / "sum_tasks", path / "sum_tasks", ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
     return Client(path)

@@ -3,7 +3,7 @@
     python -m sum_tasks.testing.demo          # boot, provision, release v1; the host stays up
     python -m sum_tasks.testing.demo down     # power it off and remove everything the demo made
 
-Needs Linux, root and the tools of the test harness (see sum_tasks/testing/README.md), and runs
+Needs Linux, root and the tools of the test harness (see docs/testing.md), and runs
 from a checkout of the library: it deploys ``examples/client`` with the real ``fab`` commands.
 """
 

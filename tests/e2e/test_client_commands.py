@@ -60,7 +60,7 @@ def test_installed_wheel(host_factory, tmp_path):
     tags = build_site_repo(tmp_path / "site")
     client = make_client(tmp_path / "site", site_config(host), {"vps": (host, "root")})
     client.python = python
-    where = subprocess.run([python, "-c", "import sum_tasks.templating as t; print(t.library_templates())"], cwd=client.path,
+    where = subprocess.run([python, "-c", "import sum_tasks.commands.templating as t; print(t.LIBRARY_TEMPLATES)"], cwd=client.path,
                            capture_output=True, text=True, check=True).stdout
     assert str(env_dir) in where, "templates must come from the installed wheel"
     exercise(client, host, tags, "v2")

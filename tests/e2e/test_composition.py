@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sum_tasks.config import DEFAULTS, load_site
+from sum_tasks.configuration import defaults, load_site
 from sum_tasks.testing.client import LIBRARY_ROOT, make_client
 
 EXAMPLE = LIBRARY_ROOT / "examples" / "client"
 TASKS = ("provision", "release", "rollback", "releases", "db.backup", "db.restore", "site.check-deploy")
 # What a source distribution of the library holds: the wheel is built from a copy, never in the checkout.
-SOURCES = ("sum_tasks", "templates", "setup.cfg", "pyproject.toml", "README.md", "LICENSE")
+SOURCES = ("sum_tasks", "setup.cfg", "pyproject.toml", "README.md", "LICENSE")
 
 
 def example_config() -> dict:
@@ -54,6 +54,7 @@ def assert_every_task_with_help(output: str) -> None:
 
 def test_example_fabric_yaml_sets_and_validates_every_setting():
     config = example_config()
+    DEFAULTS = defaults()
     assert set(config["sum"]) == set(DEFAULTS), "examples/client/fabric.yaml must show every sum setting"
     for key in ("backups", "hooks"):
         assert set(config["sum"][key]) == set(DEFAULTS[key]), key
@@ -69,9 +70,9 @@ def test_example_fabric_yaml_sets_and_validates_every_setting():
 def test_vendored_copy_lists_the_namespaced_tasks_with_help(tmp_path):
     client = make_client(tmp_path / "client", example_config()["sum"], {}, vendored=True,
                          fabfile=(EXAMPLE / "fabfile.py").read_text())
-    assert (client.path / "sum_tasks" / "__init__.py").is_file() and (client.path / "templates" / "site.caddy.j2").is_file()
+    assert (client.path / "sum_tasks" / "__init__.py").is_file() and (client.path / "sum_tasks" / "templates" / "site.caddy.j2").is_file()
     # Mark the vendored copy, so the listing proves it (not the checkout or an installed package) was imported.
-    provision = client.path / "sum_tasks" / "provision.py"
+    provision = client.path / "sum_tasks" / "cli" / "provision.py"
     provision.write_text(provision.read_text().replace('"""Converge the host', '"""[vendored] Converge the host', 1))
     output = fab_list([sys.executable, "-m", "fabric"], client.path)
     assert_every_task_with_help(output)
@@ -94,7 +95,7 @@ def test_wheel_in_a_clean_venv_lists_the_tasks_and_ships_the_templates(tmp_path)
     (wheel,) = dist.glob("sum_tasks-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         shipped = {Path(n).name for n in archive.namelist() if n.startswith("sum_tasks/templates/")}
-    assert shipped >= {p.name for p in (LIBRARY_ROOT / "templates").glob("*.j2")}
+    assert shipped >= {p.name for p in (LIBRARY_ROOT / "sum_tasks" / "templates").glob("*.j2")}
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120, env=clean_env())
@@ -109,11 +110,11 @@ def test_wheel_in_a_clean_venv_lists_the_tasks_and_ships_the_templates(tmp_path)
 
     probe = (
         "import json, sys, sum_tasks\n"
-        "from sum_tasks.config import load_site\n"
-        "from sum_tasks.templating import library_templates, render\n"
+        "from sum_tasks.configuration import load_site\n"
+        "from sum_tasks.commands.templating import LIBRARY_TEMPLATES, render\n"
         "site = load_site(json.loads(sys.argv[1]))\n"
         "print(sum_tasks.__file__)\n"
-        "print(library_templates())\n"
+        "print(LIBRARY_TEMPLATES)\n"
         "print(render('site.caddy.j2', {'site': site}))\n"
     )
     out = subprocess.run([str(python), "-c", probe, json.dumps(example_config()["sum"])], cwd=client.path, capture_output=True, text=True, timeout=60,

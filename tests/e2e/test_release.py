@@ -12,7 +12,7 @@ import pytest
 from e2e_support import live_colour, site_config
 from site_repo import HEADINGS, build_site_repo
 
-from sum_tasks.config import COLOURS
+from sum_tasks.configuration import COLOURS
 from sum_tasks.testing.client import Client, make_client
 from sum_tasks.testing.hosts import TestHost
 from sum_tasks.testing.load import Load, health_through_caddy

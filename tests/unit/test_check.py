@@ -10,8 +10,12 @@ import pytest
 from invoke import Config, Context
 from invoke.exceptions import Exit
 
-from sum_tasks import check, db, logs, remote, status
-from sum_tasks.config import load_site
+from sum_tasks.cli import check as check_task
+from sum_tasks.cli import logs, status
+from sum_tasks.commands import backup as db
+from sum_tasks.commands import check
+from sum_tasks.configuration import load_site
+from sum_tasks.host import targets as remote
 
 NOW = 1795723759  # 2026-11-26 20:09:19 UTC
 SHA = "1f8176581cedda8ce1a42675197bd2c16833c03d"
@@ -85,7 +89,7 @@ def test_a_missing_site_is_one_failure(site):
 
 def test_celery_is_checked_only_when_enabled(site_config):
     celery = load_site({**site_config, "celery": True})
-    assert check.app_units(celery)[-2:] == ["sum-acme-kitchens-celery.service", "caddy.service"]
+    assert check.units(celery)[-2:] == ["sum-acme-kitchens-celery.service", "caddy.service"]
     found = by_name(check.judge(celery, output(active="active\ninactive\ninactive\nfailed\nactive\n")))
     assert found["celery"].status == "fail" and "failed" in found["celery"].detail
     assert found["caddy"].status == "ok"
@@ -95,12 +99,12 @@ def test_celery_is_checked_only_when_enabled(site_config):
 def test_the_script_is_valid_shell_with_every_value_quoted():
     config = {"site_slug": "acme", "domains": ["acme.test"], "project_module": "x", "tls": "internal"}
     site = load_site(config)
-    script = check.check_script(site, db.script_command(db.db_script(site), ["list"]))
+    script = check.check_script(site).text
     subprocess.run(["sh", "-n", "-c", script], check=True)
     assert "-servername acme.test" in script and "cd /srv/sum/acme " in script
     assert "@@tls_ca" in script and check.CADDY_ROOT_CA in script
-    assert "@@tls" not in check.check_script(load_site({**config, "tls": "off"}), "true")
-    assert "@@tls_ca" not in check.check_script(load_site({**config, "tls": "auto"}), "true")
+    assert "@@tls" not in check.check_script(load_site({**config, "tls": "off"})).text
+    assert "@@tls_ca" not in check.check_script(load_site({**config, "tls": "auto"})).text
 
 
 # ---------------------------------------------------------------- each check
@@ -265,22 +269,22 @@ def test_any_fail_exits_non_zero_naming_host_and_checks(site_config, monkeypatch
     def fake(conn, site, stream=None):
         return [check.Check("redis", "fail", "x"), check.Check("disk", "warn", "y")] if conn.host == "b" else [check.Check("redis", "ok", "z")]
 
-    monkeypatch.setattr(check, "check_host", fake)
+    monkeypatch.setattr(check_task, "check_host", fake)
     ctx = Context(Config(overrides={"sum": {**site_config, "hosts": ["a", "b"]}}))
     with pytest.raises(Exit) as err:
-        check.check(ctx)
+        check_task.check(ctx)
     assert err.value.code == 1 and str(err.value.message) == "check failed: root@b: redis"
 
 
 def test_a_host_that_cannot_be_read_is_a_failed_check(site):
     class Broken:
-        user, host, original_host, config = "root", "gone", "gone", SimpleNamespace()
+        user, host, original_host, config, is_connected = "root", "gone", "gone", SimpleNamespace(), True
 
         def run(self, *args, **kwargs):
             raise OSError("Connection refused")
 
     stream = io.StringIO()
-    checks = check.check_host(Broken(), site, stream)
+    checks = check_task.check_host(Broken(), site, stream)
     assert [(c.name, c.status) for c in checks] == [("host", "fail")] and "Connection refused" in checks[0].detail
     assert "[root@gone] check: 0 ok, 0 warn, 1 fail" in stream.getvalue()
 
@@ -334,10 +338,10 @@ def test_logs_services(site, site_config):
 
 
 def test_logs_command_follows_until_the_session_closes(site):
-    once = logs.journal_command(site, "app", 5, follow=False)
+    once = logs.journal_script(site, "app", 5, follow=False).text
     assert once == ("journalctl --no-pager --no-hostname -o with-unit -u sum-acme-kitchens-gunicorn@blue.service "
                     "-u sum-acme-kitchens-gunicorn@green.service -u sum-acme-kitchens-gunicorn@amber.service -n 5")
-    follow = logs.journal_command(site, "caddy", 5, follow=True)
+    follow = logs.journal_script(site, "caddy", 5, follow=True).text
     assert " -f & pid=$!" in follow and "cat >/dev/null" in follow
     subprocess.run(["sh", "-n", "-c", follow], check=True)
 

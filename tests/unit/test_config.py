@@ -3,7 +3,7 @@
 import pytest
 from invoke.exceptions import Exit
 
-from sum_tasks.config import DEFAULTS, ConfigError, load_site
+from sum_tasks.configuration import ConfigError, defaults, load_site
 
 GOOD = {"site_slug": "acme", "domains": ["acme.example"], "project_module": "acme"}
 
@@ -21,7 +21,7 @@ def test_defaults_fill_everything_else():
     assert site.deploy_user == "deploy" and site.admin_user == "root"
     assert site.tls == "auto" and site.celery is False and site.celery_app == "acme"
     assert site.python == "python3" and site.keep_releases == 5
-    assert site.root == "/srv/sum/acme" and site.primary_domain == "acme.example"
+    assert site.paths.root == "/srv/sum/acme" and site.primary_domain == "acme.example"
     assert site.backups.keep == 14 and site.backups.format == "gzip"
 
 
@@ -87,7 +87,7 @@ def test_strings_from_env_vars_are_cast():
 
 
 def test_every_default_is_typed():
-    assert all(value is not None for value in DEFAULTS.values())
+    assert all(value is not None for value in defaults().values())
 
 
 @pytest.mark.parametrize("slug", ["postgres", "template1", "template0", "pg-monitor"])

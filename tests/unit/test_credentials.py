@@ -2,7 +2,7 @@ import base64
 import hashlib
 import hmac
 
-from sum_tasks.credentials import ALPHABET, new_secret, scram_sha256
+from sum_tasks.commands.credentials import ALPHABET, new_secret, scram_sha256
 
 
 def test_secrets_are_long_alphanumeric_and_distinct():

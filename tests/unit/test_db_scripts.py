@@ -15,9 +15,15 @@ from invoke import Config, Context
 from invoke.exceptions import Exit
 from invoke.runners import Result
 
-from sum_tasks import db, namespace, templating
-from sum_tasks.config import load_site
-from sum_tasks.provision import Facts, host_plan, sudo_commands
+from sum_tasks import namespace
+from sum_tasks.cli import db as db_tasks
+from sum_tasks.commands import backup as db
+from sum_tasks.commands import templating
+from sum_tasks.commands.facts import Facts
+from sum_tasks.commands.script import Script
+from sum_tasks.configuration import load_site
+from sum_tasks.operations.backups import scratch_unit
+from sum_tasks.operations.plan import host_plan
 
 DUMP = textwrap.dedent("""\
     --
@@ -103,9 +109,9 @@ def test_backup_names_parse_to_utc_times(site):
 
 def test_app_units_and_colours(site_config):
     site = load_site({**site_config, "celery": True})
-    assert db.app_units(site) == [f"sum-acme-kitchens-gunicorn@{c}.service" for c in ("blue", "green", "amber")] + [
+    assert site.paths.app_units() == [f"sum-acme-kitchens-gunicorn@{c}.service" for c in ("blue", "green", "amber")] + [
         "sum-acme-kitchens-celery.service"]
-    assert [db.unit_colour(u) for u in db.app_units(site)] == ["blue", "green", "amber", ""]
+    assert [site.paths.unit_colour(u) for u in site.paths.app_units()] == ["blue", "green", "amber", ""]
 
 
 # ---------------------------------------------------------------- output parsing
@@ -224,30 +230,30 @@ def context(**sum_config):
 
 def test_restore_refuses_without_the_flag_before_anything_else():
     with pytest.raises(Exit, match="add --i-know-this-will-overwrite") as err:
-        db.restore(context(hosts=["db.example"]), file="x.sql.gz")
+        db_tasks.restore(context(hosts=["db.example"]), file="x.sql.gz")
     assert err.value.code == 2
 
 
 @pytest.mark.parametrize("hosts", [["localhost"], ["127.0.0.1"], ["root@127.0.0.1:2222"]])
 def test_restore_refuses_the_local_machine(hosts):
     with pytest.raises(Exit, match="refusing a destructive task against this machine"):
-        db.restore(context(hosts=hosts), file="x.sql.gz", i_know_this_will_overwrite=True)
+        db_tasks.restore(context(hosts=hosts), file="x.sql.gz", i_know_this_will_overwrite=True)
 
 
 def test_restore_without_any_host_runs_nothing_here():
     with pytest.raises(Exit, match="no target host"):
-        db.restore(context(), file="x.sql.gz", i_know_this_will_overwrite=True)
+        db_tasks.restore(context(), file="x.sql.gz", i_know_this_will_overwrite=True)
 
 
 def test_bad_flags_stop_before_connecting():
     with pytest.raises(Exit, match="--keep"):
-        db.backup_task(context(hosts=["db.example"]), keep="0")
+        db_tasks.backup_task(context(hosts=["db.example"]), keep="0")
     with pytest.raises(Exit, match="--format"):
-        db.backup_task(context(hosts=["db.example"]), format="bzip2")
+        db_tasks.backup_task(context(hosts=["db.example"]), format="bzip2")
     with pytest.raises(Exit, match="--file"):
-        db.restore(context(hosts=["db.example"]), file="-x", i_know_this_will_overwrite=True)
+        db_tasks.restore(context(hosts=["db.example"]), file="-x", i_know_this_will_overwrite=True)
     with pytest.raises(Exit, match="--file"):
-        db.rehearse(context(hosts=["db.example"]), file="a\nb")
+        db_tasks.rehearse(context(hosts=["db.example"]), file="a\nb")
 
 
 def test_task_names_and_flags():
@@ -273,41 +279,41 @@ def test_provision_installs_script_units_and_timer(site):
     assert names.index("units enabled") < names.index("backup script") < names.index("backup timer enabled and running")
     script = ops["backup script"]
     assert "/usr/local/bin/sum-acme-kitchens-db.sum-new" in script.apply and "755 root root" in script.check
-    service = ops["backup service"].uploads["content"].decode()
+    service = ops["backup service"].stdin.decode()
     assert "User=deploy" in service and "Type=oneshot" in service
     assert "ExecStart=/usr/local/bin/sum-acme-kitchens-db backup --format gzip --keep 14" in service
-    timer = ops["backup timer"].uploads["content"].decode()
+    timer = ops["backup timer"].stdin.decode()
     assert "OnCalendar=*-*-* 03:15:00" in timer and "Persistent=true" in timer and "WantedBy=timers.target" in timer
     assert "systemctl enable --now sum-acme-kitchens-backup.timer" in ops["backup timer enabled and running"].apply
-    create = ops["scratch database create unit"].uploads["content"].decode()
+    create = ops["scratch database create unit"].stdin.decode()
     assert "User=postgres" in create and "ExecStart=/usr/local/bin/sum-acme-kitchens-db scratch create" in create
 
 
 def test_sudo_rules_add_exact_backup_and_scratch_starts(site):
-    added = db.backup_sudo_commands(site)
+    added = [c for c in site.paths.sudo_commands() if c.endswith(("-backup.service", "-scratchdb-create.service", "-scratchdb-drop.service"))]
     assert "/usr/bin/systemctl start sum-acme-kitchens-backup.service" in added
     assert "/usr/bin/systemctl start sum-acme-kitchens-scratchdb-drop.service" in added
-    assert set(added) <= set(sudo_commands(site))
+    assert len(added) == 6
     assert all(re.fullmatch(r"/(usr/)?bin/systemctl start sum-acme-kitchens-(backup|scratchdb-create|scratchdb-drop)\.service", c) for c in added)
 
 
 def test_config_changes_reach_the_units(site_config):
     site = load_site({**site_config, "backups": {"keep": 3, "format": "zstd", "schedule": "*-*-* 01:00:00"}})
     ops = by_name(host_plan(site, Facts(user="root")))
-    assert b"backup --format zstd --keep 3" in ops["backup service"].uploads["content"]
-    assert b"OnCalendar=*-*-* 01:00:00" in ops["backup timer"].uploads["content"]
-    assert b"DEFAULT_KEEP=3" in ops["backup script"].uploads["content"]
+    assert b"backup --format zstd --keep 3" in ops["backup service"].stdin
+    assert b"OnCalendar=*-*-* 01:00:00" in ops["backup timer"].stdin
+    assert b"DEFAULT_KEEP=3" in ops["backup script"].stdin
 
 
 def test_units_pass_systemd_analyze_verify(tmp_path, site):
     if not shutil.which("systemd-analyze"):
         pytest.fail("systemd-analyze is needed (apt-get install systemd)")
-    ctx = {"site": site, "script": db.script_path(site)}
+    ctx = {"site": site, "script": site.paths.backup_script}
     units = {
         "sum-acme-kitchens-backup.service": templating.render("backup.service.j2", ctx),
         "sum-acme-kitchens-backup.timer": templating.render("backup.timer.j2", ctx),
-        "sum-acme-kitchens-scratchdb-create.service": db.scratch_unit(site, "create"),
-        "sum-acme-kitchens-scratchdb-drop.service": db.scratch_unit(site, "drop"),
+        "sum-acme-kitchens-scratchdb-create.service": scratch_unit(site, "create"),
+        "sum-acme-kitchens-scratchdb-drop.service": scratch_unit(site, "drop"),
     }
     for name, text in units.items():
         (tmp_path / name).write_text(text)
@@ -319,10 +325,10 @@ def test_units_pass_systemd_analyze_verify(tmp_path, site):
 
 
 def test_upload_script_checks_the_transfer(site):
-    script = db.upload_script(site, "x.sql.gz", "f" * 64, as_root=True)
+    script = db.upload_script(site, "x.sql.gz", "f" * 64, as_root=True).text
     assert "chown deploy:deploy /srv/sum/acme-kitchens/backups/.x.sql.gz.upload" in script
     assert "mv /srv/sum/acme-kitchens/backups/.x.sql.gz.upload /srv/sum/acme-kitchens/backups/x.sql.gz" in script
-    assert "chown" not in db.upload_script(site, "x.sql.gz", "f" * 64, as_root=False)
+    assert "chown" not in db.upload_script(site, "x.sql.gz", "f" * 64, as_root=False).text
 
 
 # ---------------------------------------------------------------- the host script, run here on stubs
@@ -373,7 +379,7 @@ class Host:
             path.write_text("#!/bin/bash\n" + textwrap.dedent(body))
             path.chmod(0o755)
         self.script = tmp_path / "sum-db"
-        self.script.write_text(db.db_script(site, root=str(self.root)))
+        self.script.write_text(db.script_text(site, root=str(self.root)))
         self.env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "STUB": str(self.stub)}
         self.dump(DUMP)
 
@@ -571,5 +577,5 @@ def test_list_reports_files_and_rehashes_on_request(host, site):
 
 
 def test_script_command_quotes_every_argument(site):
-    command = db.script_command("echo hi", ["restore", "/srv/x y.sql.gz; rm -rf /", "--app", "u"])
-    assert command == "exec bash -c 'echo hi' sum-db restore '/srv/x y.sql.gz; rm -rf /' --app u"
+    command = Script("backup script", "echo hi", shell="bash", args=("restore", "/srv/x y.sql.gz; rm -rf /", "--app", "u")).command()
+    assert command == "bash -c 'echo hi' sum restore '/srv/x y.sql.gz; rm -rf /' --app u"

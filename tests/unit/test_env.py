@@ -9,8 +9,9 @@ from invoke import Config, Context
 from invoke.exceptions import Exit
 from invoke.runners import Result
 
-from sum_tasks import env, envfile
-from sum_tasks.output import StepError
+from sum_tasks.cli import env
+from sum_tasks.commands import envfile
+from sum_tasks.host.output import StepError
 
 SECRET = "s3cret-Value-9f2c"
 FILE = (
@@ -95,13 +96,13 @@ def test_generated_secrets_need_force_and_synced_keys_are_never_edited(site):
 
 
 def test_a_new_key_goes_last_and_nothing_else_moves():
-    text, outcomes = env.edit(FILE, {"NEW": "with space"})
+    text, outcomes = envfile.edit(FILE, {"NEW": "with space"})
     assert outcomes == {"NEW": "added"}
     assert text == FILE + "NEW='with space'\n"
 
 
 def test_a_changed_key_keeps_its_place_and_duplicates_go():
-    text, outcomes = env.edit(FILE + "FEATURE=again\n", {"FEATURE": "off", "SENTRY_DSN": "https://new@sentry.example/2"})
+    text, outcomes = envfile.edit(FILE + "FEATURE=again\n", {"FEATURE": "off", "SENTRY_DSN": "https://new@sentry.example/2"})
     assert outcomes == {"FEATURE": "changed", "SENTRY_DSN": "changed"}
     lines = text.splitlines()
     assert lines[-2:] == ["SENTRY_DSN=https://new@sentry.example/2", "FEATURE=off"]
@@ -110,26 +111,26 @@ def test_a_changed_key_keeps_its_place_and_duplicates_go():
 
 
 def test_the_same_value_is_unchanged_even_when_quoted_differently():
-    text, outcomes = env.edit(FILE, {"SENTRY_DSN": "https://k@sentry.example/1", "FEATURE": "on"})
+    text, outcomes = envfile.edit(FILE, {"SENTRY_DSN": "https://k@sentry.example/1", "FEATURE": "on"})
     assert text == FILE and outcomes == {"SENTRY_DSN": "unchanged", "FEATURE": "unchanged"}
 
 
 def test_removing_keys():
-    text, outcomes = env.edit(FILE + "FEATURE=twice\n", {"FEATURE": None, "NOPE": None})
+    text, outcomes = envfile.edit(FILE + "FEATURE=twice\n", {"FEATURE": None, "NOPE": None})
     assert outcomes == {"FEATURE": "removed", "NOPE": "not set"}
     assert "FEATURE" not in text and "# a comment the operator wrote\n" in text
-    assert env.edit(FILE, {"NOPE": None}) == (FILE, {"NOPE": "not set"})
+    assert envfile.edit(FILE, {"NOPE": None}) == (FILE, {"NOPE": "not set"})
 
 
 def test_a_file_without_a_final_newline():
-    text, _ = env.edit("A=1", {"B": "2"})
+    text, _ = envfile.edit("A=1", {"B": "2"})
     assert text == "A=1\nB=2\n"
-    assert env.edit("", {"A": "1"})[0] == "A=1\n"
+    assert envfile.edit("", {"A": "1"})[0] == "A=1\n"
 
 
 def test_every_value_written_reads_back_the_same():
     values = {"A": "", "B": "x y", "C": 'q"uote', "D": "$HOME `id` \\n", "E": "ünï"}
-    text, _ = env.edit(FILE, values)
+    text, _ = envfile.edit(FILE, values)
     assert {k: envfile.parse(text)[k] for k in values} == values
     # and a shell reads them back the same way
     script = "set -a; . /dev/stdin; set +a; " + "; ".join(f'printf "%s\\0" "${k}"' for k in values)
@@ -154,6 +155,7 @@ class FakeConnection:
 
     def __init__(self, user="deploy", env_text=FILE, fail_finish=False):
         self.user, self.host, self.original_host, self.config = user, "vps", "vps", SimpleNamespace()
+        self.is_connected = True
         self.commands, self.puts, self.env_text, self.fail_finish = [], [], env_text, fail_finish
 
     def run(self, command, **kwargs):
@@ -182,7 +184,7 @@ def test_the_new_file_goes_over_sftp_and_replaces_env_in_one_rename(site):
 
 
 def test_as_root_the_file_is_given_to_the_deploy_user(site):
-    script = env.finish_script(site, "/srv/sum/acme-kitchens/.env.sum-x", "0" * 64, as_root=True)
+    script = envfile.write_script(site, "/srv/sum/acme-kitchens/.env.sum-x", "0" * 64, as_root=True).text
     assert "chown deploy:deploy /srv/sum/acme-kitchens/.env.sum-x" in script
     subprocess.run(["sh", "-n", "-c", script], check=True)
 
@@ -208,7 +210,7 @@ def test_the_finish_script_refuses_an_env_changed_since_it_was_read(site, tmp_pa
     (root / ".env").write_text("A=1\n")
     (root / ".env.new").write_text("A=2\n")
     local = site.__class__(**{**site.__dict__, "site_slug": "x"})
-    script = env.finish_script(local, str(root / ".env.new"), "f" * 64, as_root=False).replace("/srv/sum/x/.env", str(root / ".env"))
+    script = envfile.write_script(local, str(root / ".env.new"), "f" * 64, as_root=False).text.replace("/srv/sum/x/.env", str(root / ".env"))
     result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=False)
     assert result.returncode == 1 and "changed on the host while this ran" in result.stderr
     assert (root / ".env").read_text() == "A=1\n" and not (root / ".env.new").exists()

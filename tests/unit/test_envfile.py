@@ -1,7 +1,7 @@
 import subprocess
 
-from sum_tasks import envfile
-from sum_tasks.config import load_site
+from sum_tasks.commands import envfile
+from sum_tasks.configuration import load_site
 
 SITE = load_site({"site_slug": "acme", "domains": ["acme.example", "www.acme.example"], "project_module": "acme"})
 

@@ -1,7 +1,8 @@
 import pytest
 
 from sum_tasks import hooks
-from sum_tasks.config import ConfigError, load_site
+from sum_tasks.commands.envfile import hook_script
+from sum_tasks.configuration import ConfigError, load_site
 
 GOOD = {"site_slug": "acme", "domains": ["acme.example"], "project_module": "acme"}
 
@@ -19,7 +20,7 @@ def test_hook_config_is_validated():
 
 def test_hook_commands_get_the_site_environment():
     site = load_site(GOOD)
-    script = hooks.command_script(site, "/srv/sum/acme/releases/r1", "./manage.py check")
+    script = hook_script(site, "/srv/sum/acme/releases/r1", "before_migrate", "./manage.py check").text
     assert script.startswith("cd /srv/sum/acme/releases/r1 && set -a && . /srv/sum/acme/.env")
     assert script.endswith("set +a && ./manage.py check")
 

@@ -6,21 +6,12 @@ import subprocess
 
 import pytest
 
-from sum_tasks.config import load_site
-from sum_tasks.provision import (
-    CADDY_IMPORT,
-    Facts,
-    OsRelease,
-    caddy_from_official_repo,
-    caddyfile_with_import,
-    db_sql,
-    host_plan,
-    loopback_only,
-    package_plan,
-    parse_os_release,
-    sudo_commands,
-    ufw_converged,
-)
+from sum_tasks.commands.facts import Facts, OsRelease, loopback_only, parse_os_release, ufw_converged
+from sum_tasks.configuration import load_site
+from sum_tasks.operations.caddy import CADDY_IMPORT, caddyfile_with_import
+from sum_tasks.operations.packages import caddy_from_official_repo, package_ops
+from sum_tasks.operations.plan import host_plan
+from sum_tasks.operations.postgresql import db_sql
 
 FACTS = Facts(user="root", env_text="", caddyfile=":80 {\n\troot * /usr/share/caddy\n\tfile_server\n}\n", ssh_ports=(22,))
 
@@ -36,12 +27,12 @@ def test_os_release_and_caddy_source(site):
     assert not caddy_from_official_repo(site, bookworm)
     assert caddy_from_official_repo(site, jammy)
     assert not caddy_from_official_repo(site, OsRelease("ubuntu", "24.04", "noble"))
-    assert [op.name for op in package_plan(site, jammy)] == ["caddy apt repository", "packages"]
-    assert [op.name for op in package_plan(site, bookworm)] == ["packages"]
+    assert [op.name for op in package_ops(site, jammy)] == ["caddy apt repository", "packages"]
+    assert [op.name for op in package_ops(site, bookworm)] == ["packages"]
 
 
 def test_sudoers_names_exact_units_and_no_wildcards(site):
-    commands = sudo_commands(site)
+    commands = site.paths.sudo_commands()
     assert "/usr/bin/systemctl restart sum-acme-kitchens-gunicorn@blue.service" in commands
     assert not any("*" in c or "caddy" in c or "daemon-reload" in c for c in commands)
     assert all(re.fullmatch(r"/(usr/)?bin/systemctl (start|stop|--no-block stop|restart|reset-failed) sum-acme-kitchens-[a-z@-]+\.service", c) for c in commands)
@@ -52,7 +43,7 @@ def test_sudoers_file_passes_visudo(site, tmp_path):
         pytest.fail("visudo is needed (apt-get install sudo)")
     op = by_name(host_plan(site, FACTS))["sudoers rule"]
     path = tmp_path / "sudoers"
-    path.write_bytes(op.uploads["content"])
+    path.write_bytes(op.stdin)
     subprocess.run(["visudo", "-cqf", str(path)], check=True)
     assert "deploy ALL=(root) NOPASSWD: SUM_ACME_KITCHENS" in path.read_text()
 
@@ -116,23 +107,23 @@ def test_optional_steps_follow_config(site_config):
                       "authorized_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBm op@laptop"]})
     ops = by_name(host_plan(site, FACTS))
     assert {"celery unit", "ssh hardening", "ssh key present for root", "deploy authorized keys", "deploy in sudo group"} <= set(ops)
-    assert b"PermitRootLogin prohibit-password" in ops["ssh hardening"].uploads["content"]
+    assert b"PermitRootLogin prohibit-password" in ops["ssh hardening"].stdin
     assert "sshd -t" in ops["ssh hardening"].apply
     non_root = by_name(host_plan(site, Facts(user="admin")))
-    assert b"PermitRootLogin no" in non_root["ssh hardening"].uploads["content"]
+    assert b"PermitRootLogin no" in non_root["ssh hardening"].stdin
 
 
-def test_env_op_is_private_and_db_password_only_in_uploads(site):
+def test_env_op_is_private_and_db_password_only_on_stdin(site):
     ops = host_plan(site, FACTS, secret=lambda: "generatedSecretValue123")
     env = by_name(ops)[".env"]
     assert "600 deploy deploy" in env.check
     for op in ops:
         assert "generatedSecretValue123" not in op.check + op.apply
-    assert b"generatedSecretValue123" in env.uploads["content"]
+    assert b"generatedSecretValue123" in env.stdin
 
 
 def test_plan_is_the_same_for_the_same_facts(site):
-    env = by_name(host_plan(site, FACTS))[".env"].uploads["content"].decode()
+    env = by_name(host_plan(site, FACTS))[".env"].stdin.decode()
     facts = Facts(user="root", env_text=env, caddyfile=FACTS.caddyfile)
-    again = by_name(host_plan(site, facts))[".env"].uploads["content"].decode()
+    again = by_name(host_plan(site, facts))[".env"].stdin.decode()
     assert again == env

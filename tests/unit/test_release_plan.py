@@ -1,27 +1,25 @@
 """Release and rollback decisions made from data: refs, venv reuse, pins, records, pruning, rollback targets."""
 
+import dataclasses
 from datetime import UTC
 
 import pytest
 from invoke.exceptions import Exit
 
-from sum_tasks.config import COLOURS
-from sum_tasks.release import (
+from sum_tasks.commands.colours import free_colour, live_colour, stale_colours, standby_colour, warm_standby
+from sum_tasks.commands.releases import (
     backup_undoing,
     choose_source,
-    free_colour,
     good_releases,
-    live_colour,
     new_release_id,
     prune_list,
     requirements_digest,
     rollback_target,
-    stale_colours,
-    standby_colour,
     unpinned,
     validate_ref,
-    warm_standby,
 )
+from sum_tasks.commands.state import ReleaseState
+from sum_tasks.configuration import COLOURS
 
 
 @pytest.mark.parametrize("ref", ["v1.2", "main", "feature/x", "0123abc", "a" * 40, "release-2026.11", "v1.2+build"])
@@ -37,7 +35,7 @@ def test_bad_refs_refused_before_anything_runs(ref):
 
 
 def test_source_choice(site_config):
-    from sum_tasks.config import load_site
+    from sum_tasks.configuration import load_site
 
     with_repo = load_site(site_config)
     without = load_site({**site_config, "repo_url": ""})
@@ -109,14 +107,15 @@ def test_backup_that_undoes_migrations():
 
 
 def host_state(**changes):
-    """What `Host.state` reads on a host where green serves r4, blue is the warm standby on r3 and amber is free."""
+    """The state read on a host where green serves r4, blue is the warm standby on r3 and amber is free."""
     state = {
         "current": "r4", "live": "green", "env": "e1", "dirs": {"r2", "r3", "r4"}, "building": [],
         "colours": {"blue": "r3", "green": "r4", "amber": ""}, "active": {"blue": True, "green": True, "amber": False},
         "env_stamps": {"blue": "e1", "green": "e1", "amber": ""},
         "records": [{"id": r, "result": "good"} for r in ("r2", "r3", "r4")],
     }
-    return {**state, **changes}
+    state |= changes
+    return ReleaseState(**{**state, "dirs": frozenset(state["dirs"]), "building": tuple(state["building"]), "records": tuple(state["records"])})
 
 
 def test_colours():
@@ -126,7 +125,7 @@ def test_colours():
     assert (live_colour(first), standby_colour(first), free_colour(first)) == ("", "", "blue")
     # live.sock decides when two colours run the live release; a host without live.sock goes by the links.
     both = host_state(colours={"blue": "r4", "green": "r4", "amber": ""})
-    assert live_colour(both) == "green" and live_colour({**both, "live": "blue"}) == "blue"
+    assert live_colour(both) == "green" and live_colour(dataclasses.replace(both, live="blue")) == "blue"
     assert live_colour(host_state(live="")) == "green"
     # live.sock naming a colour that does not run the live release is not believed.
     assert live_colour(host_state(live="blue")) == "green"
@@ -164,7 +163,7 @@ def test_stale_colours_are_what_a_killed_task_left():
 
 
 def test_django_is_skipped_only_when_nothing_it_reads_changed():
-    from sum_tasks.release import needs_django
+    from sum_tasks.commands.releases import needs_django
 
     assert not needs_django(["notes/templates/notes/index.html", "notes/views.py", "README.md"])
     assert not needs_django([])
@@ -189,7 +188,7 @@ def test_rollback_goes_to_the_release_live_before_this_one():
 
 
 def test_rollback_skips_django_only_with_a_fingerprint_from_a_clean_switch():
-    from sum_tasks.release import last_fingerprint
+    from sum_tasks.commands.releases import last_fingerprint
 
     records = [{"id": "A", "migrations": "f1"}, {"id": "B", "migrations": "f2"}, {"id": "A", "rollback": True}]
     assert last_fingerprint(records, "A") == "f1"
@@ -198,7 +197,7 @@ def test_rollback_skips_django_only_with_a_fingerprint_from_a_clean_switch():
 
 
 def test_status_says_whether_a_rollback_would_be_instant():
-    from sum_tasks.status import describe_standby
+    from sum_tasks.cli.status import describe_standby
 
     assert describe_standby(host_state()) == "blue running r3: `fab rollback` to it switches without a restart"
     assert "a rollback restarts it" in describe_standby(host_state(env="e2"))
@@ -215,17 +214,19 @@ def test_the_smoke_check_warns_unless_caddy_serves_the_new_release(site, answer,
 
     from invoke.runners import Result
 
-    from sum_tasks.output import Report
-    from sum_tasks.release import Host, smoke_checks
+    from sum_tasks.cli.release import smoke_checks
+    from sum_tasks.host.output import Report
 
     code = "503" if "unhealthy" in answer else "200"
 
     class Answering:
+        is_connected, user = True, "deploy"
+
         def run(self, command, **kwargs):
             assert "--next" in command and "/sitemap.xml" in command and "/health/" in command
             return Result(stdout=f"200\n{answer}\n{code}", exited=0)
 
     report = Report("release", "deploy@vps", stream=io.StringIO())
-    smoke_checks(Host(Answering(), site, report), sha)
+    smoke_checks(Answering(), site, report, sha)
     assert any(note.startswith(words) for note in report.steps[-1].notes), report.steps[-1].notes
     assert "sitemap.xml HTTP 200 (not blocking)" in report.steps[-1].notes

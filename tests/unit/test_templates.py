@@ -6,11 +6,12 @@ import subprocess
 import jinja2
 import pytest
 
-from sum_tasks import templating
-from sum_tasks.config import load_site
-from sum_tasks.provision import Facts, host_plan
+from sum_tasks.commands import templating
+from sum_tasks.commands.facts import Facts
+from sum_tasks.configuration import load_site
+from sum_tasks.operations.plan import host_plan
 
-NAMES = sorted(p.name for p in templating.library_templates().glob("*.j2"))
+NAMES = sorted(p.name for p in templating.LIBRARY_TEMPLATES.glob("*.j2"))
 
 
 def test_every_template_is_used_by_a_plan(site_config):

@@ -1,0 +1,28 @@
+"""The fab tasks: parse flags, choose hosts, run steps, report. The only layer that runs anything on a host (through ``host/``).
+
+Imports everything else; nothing imports it but the package's ``namespace()``.
+"""
+
+from __future__ import annotations
+
+from invoke import Collection
+
+from ..configuration import defaults
+
+
+def namespace() -> Collection:
+    """A fresh root collection with every library task and the ``sum`` defaults."""
+    from . import check, db, env, lock, logs, provision, release, rollback, status
+
+    ns = Collection()
+    ns.add_task(provision.provision)
+    ns.add_task(release.release)
+    ns.add_task(rollback.rollback)
+    ns.add_task(release.releases_task)
+    ns.add_task(lock.unlock)
+    ns.add_collection(db.db)
+    for t in (check.check, status.status, logs.logs):
+        ns.add_task(t)
+    ns.add_collection(env.env)
+    ns.configure({"sum": defaults(), "run": {"in_stream": False}})
+    return ns

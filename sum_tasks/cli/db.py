@@ -1,0 +1,359 @@
+"""fab db.backup, db.restore, db.list, db.rehearse: verified backups, and restores that change all or nothing.
+
+The work on the host is the backup script (``commands/backup.py`` says how it is called and what it
+prints); these tasks choose its arguments, run it, and report. They never see the database password.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fabric import Connection
+from invoke import Collection, Context, task
+from invoke.exceptions import Exit
+
+from ..commands import health
+from ..commands.backup import (
+    UPLOAD_NAME_RE,
+    compare_counts,
+    db_script,
+    describe_entry,
+    describe_timer,
+    first,
+    format_size,
+    migrate_verdict,
+    newest_verified,
+    parse_counts,
+    parse_list,
+    records,
+    resolve_file,
+    restore_notes,
+    scratch_db_name,
+    script_error,
+    sorted_entries,
+    upload_script,
+    validate_file,
+    validate_format,
+    validate_keep,
+    validate_label,
+    verified_text,
+)
+from ..commands.script import Script, q
+from ..configuration import Site, systemctl
+from ..host.output import Report, StepError
+from ..host.runner import Result, host_label, run
+from ..host.targets import on_hosts, project_dir, targets
+from .hooks import run_hooks
+from .lock import site_lock
+
+RUNNING = ("active", "activating", "reloading")
+
+
+def run_db(c: Connection, site: Site, args: list[str]) -> Result:
+    """Run the backup script on the host as the deploy user; never raises on its exit status."""
+    return run(c, db_script(site, args, project_dir(c)), as_=site.deploy_user, check=False)
+
+
+# ---------------------------------------------------------------- backup
+
+
+@dataclass(frozen=True)
+class Backup:
+    path: str
+    size: int
+    sha256: str
+    seconds: float
+
+
+def run_backup(c: Connection, site: Site, report: Report, label: str = "", keep: int | None = None, fmt: str | None = None) -> Backup:
+    """Dump, verify, checksum and prune on the host; one report step naming the file, its size and time."""
+    validate_label(label)
+    args = ["backup", "--format", fmt or site.backups.format, "--keep", str(keep or site.backups.keep)]
+    if label:
+        args += ["--label", label]
+    with report.step(f"backup ({label})" if label else "backup") as step:
+        started = time.monotonic()
+        result = run_db(c, site, args)
+        info = first(result.stdout, "BACKUP")
+        if not result.ok or info is None:
+            raise StepError(script_error(result), "nothing was replaced; older backups are untouched")
+        pruned = [rest for tag, rest in records(result.stdout) if tag == "PRUNED"]
+        seconds = time.monotonic() - started
+        step.changed(
+            f"{info['file']}, {format_size(int(info['size']))} in {seconds:.2f}s "
+            f"(dump {info['dump_seconds']}s, verify {info['verify_seconds']}s), {verified_text(info)}"
+            + (f"; pruned {len(pruned)} older" if pruned else "")
+        )
+    return Backup(info["file"], int(info["size"]), info["sha256"], seconds)
+
+
+def backup(c: Connection, site: Site, report: Report, label: str = "") -> str:
+    """Take a verified backup now (``release`` calls this before migrating); returns its path on the host."""
+    return run_backup(c, site, report, label).path
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download_dir(c: Context, site: Site, to: str = "") -> Path:
+    """``--to``, or ``backups/<slug>/`` beside fabric.yaml (the current directory without one)."""
+    if to:
+        return Path(to).expanduser()
+    return Path(project_dir(c) or os.getcwd()) / "backups" / site.site_slug
+
+
+def download_backup(c: Connection, site: Site, report: Report, item: Backup, dest: Path) -> Path:
+    """Copy a backup here, check its sha256 against the one taken on the host, keep it with its checksum file."""
+    name = item.path.rsplit("/", 1)[-1]
+    with report.step("download") as step:
+        fresh = not dest.parent.exists()
+        dest.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if fresh and dest.parent.name == "backups":
+            (dest.parent / ".gitignore").write_text("# Database backups: never commit them.\n*\n")
+        partial = dest / f".{name}.partial"
+        try:
+            partial.touch(mode=0o600)
+            partial.chmod(0o600)
+            c.get(item.path, str(partial))
+            got = sha256_file(partial)
+            if got != item.sha256:
+                raise StepError(f"the copy is damaged: sha256 {got}, the host has {item.sha256}", "run db.backup --download again")
+            partial.chmod(0o600)
+            (dest / f"{name}.sha256").write_text(f"{item.sha256}  {name}\n")
+            partial.replace(dest / name)
+        finally:
+            partial.unlink(missing_ok=True)
+        step.changed(f"{dest / name}, sha256 matches the host's")
+    return dest / name
+
+
+@task(
+    name="backup",
+    auto_shortflags=False,
+    help={
+        "keep": "keep this many newest backups (default sum.backups.keep); the newest verified one is never pruned",
+        "download": "also copy the backup to this machine, checksum verified",
+        "format": "gzip (.sql.gz) or zstd (.sql.zst: smaller, quicker to verify); default sum.backups.format",
+        "to": "directory for --download (default: backups/<slug>/ beside fabric.yaml)",
+        "parallel": "back up several hosts (sum.hosts) at once",
+    },
+)
+def backup_task(c: Context, keep: str = "", download: bool = False, format: str = "", to: str = "", parallel: bool = False) -> None:
+    """Back up the site's database on the host: compressed plain SQL, verified, checksummed, with retention."""
+    keep_n, fmt = validate_keep(keep), validate_format(format)
+
+    def one(conn: Connection, site: Site, stream: io.StringIO | None) -> str:
+        report = Report("db.backup", host_label(conn), stream)
+        item = run_backup(conn, site, report, keep=keep_n, fmt=fmt)
+        if download:
+            download_backup(conn, site, report, item, download_dir(c, site, to))
+        report.summary(item.path)
+        return item.path
+
+    on_hosts(one, list(targets(c)), parallel)
+
+
+# ---------------------------------------------------------------- list
+
+
+@task(name="list", help={"verify": "re-read every backup and compare it with its checksum file (reads them all)"})
+def list_(c: Context, verify: bool = False) -> None:
+    """The site's backups on the host (size, age, verified or not) and the nightly backup's last result."""
+    for conn, site in targets(c):
+        report = Report("db.list", host_label(conn))
+        with report.step("read backups") as step:
+            result = run_db(conn, site, ["list"] + (["--hash"] if verify else []))
+            if not result.ok:
+                raise StepError(script_error(result))
+            now, entries, service, timer = parse_list(result.stdout)
+            step.note(f"{len(entries)} in {site.paths.backups}, {format_size(sum(e.size for e in entries))}")
+        for entry in sorted_entries(site, entries):
+            report.print("  " + describe_entry(site, entry, now))
+        report.print("  " + describe_timer(service, timer))
+        bad = [e.name for e in entries if e.actual and e.actual != e.checksum and e.checksum]
+        if bad:
+            raise Exit(f"checksum mismatch: {', '.join(bad)}", code=1)
+
+
+# ---------------------------------------------------------------- restore and rehearse
+
+
+def upload_backup(c: Connection, site: Site, report: Report, local: Path) -> str:
+    """Copy a local backup into the host's backups directory, sha256 checked; returns its path there."""
+    name = local.name
+    if not UPLOAD_NAME_RE.fullmatch(name):
+        raise Exit(f"local file name {name!r}: use letters, digits, '.', '_' and '-' only", code=2)
+    with report.step(f"upload {name}") as step:
+        sha = sha256_file(local)
+        c.put(str(local), f"{site.paths.backups}/.{name}.upload")
+        result = run(c, upload_script(site, name, sha, c.user == "root"), check=False)
+        if not result.ok:
+            raise StepError(script_error(result))
+        step.changed(f"{format_size(local.stat().st_size)}, sha256 matches" + (" (the same file was already there)" if "KEPT" in result.stdout else ""))
+    return f"{site.paths.backups}/{name}"
+
+
+def locate(c: Connection, site: Site, report: Report, value: str) -> str:
+    """The backup's path on the host, uploading it first when `value` is a local file."""
+    kind, path = resolve_file(site, value, Path(value).expanduser().is_file())
+    if kind == "local":
+        return upload_backup(c, site, report, Path(path).expanduser())
+    return path
+
+
+def verify(c: Connection, site: Site, report: Report, path: str) -> dict[str, str]:
+    """Read the whole backup on the host before anything is touched: refuse it unless it is whole and complete."""
+    with report.step(f"verify {path.rsplit('/', 1)[-1]}") as step:
+        result = run_db(c, site, ["verify", path, "--record"])
+        info = first(result.stdout, "VERIFIED")
+        if not result.ok or info is None:
+            raise StepError(f"refused: {script_error(result)}; nothing was touched", "pick another backup with `fab db.list`")
+        step.note(f"{format_size(int(info['size']))} in {info['seconds']}s, {verified_text(info)}")
+    return info
+
+
+def running_units(c: Connection, site: Site) -> list[str]:
+    units = site.paths.app_units()
+    states = run(c, Script("find the running app", "systemctl is-active " + " ".join(q(u) for u in units)), check=False).stdout.split()
+    return [unit for unit, state in zip(units, states) if state in RUNNING]
+
+
+def bring_back(c: Connection, site: Site, report: Report, units: list[str]) -> None:
+    """Start what ran before (again: the script has already, unless the connection broke) and wait for /health/."""
+    with report.step("app back up") as step:
+        if not units:
+            step.note("nothing was running before the restore; nothing started")
+            return
+        for unit in units:
+            start_unit(c, unit)
+        live = health.socket_colour(run(c, Script("read live.sock", f"readlink {q(site.paths.live_socket)}"), check=False).stdout)
+        colour_of = site.paths.unit_colour
+        # The live colour first: only it gates the restore; a standby that fails only loses its instant rollback.
+        for colour in sorted((colour_of(u) for u in units if colour_of(u)), key=lambda colour: colour != live):
+            answer = health.parse_answer(run(c, health.wait(site, site.paths.socket(colour)), check=False,
+                                             timeout=site.health_timeout + 30).stdout)
+            if answer.ok:
+                step.note(f"/health/ {answer.describe()} on {colour}")
+            elif colour == live:
+                raise StepError(f"/health/ on {colour}: {answer.describe()}", f"look at `journalctl -u {site.paths.gunicorn(colour)}` on the host")
+            else:
+                step.warn(f"/health/ on the standby {colour}: {answer.describe()}; a rollback will start its release afresh")
+        others = [u for u in units if not colour_of(u)]
+        if others:
+            step.note(f"started {', '.join(others)}")
+
+
+def restore_site(c: Connection, site: Site, report: Report, value: str) -> None:
+    """Verify, then (app stopped) safety backup and an all-or-nothing restore; the app comes back whatever happens."""
+    with site_lock(c, site, "db.restore"):
+        path = locate(c, site, report, value)
+        verify(c, site, report, path)
+        with report.step("find the running app") as step:
+            units = running_units(c, site)
+            step.note(", ".join(units) if units else "nothing running")
+        try:
+            with report.step("restore") as step:
+                args = ["restore", path, "--verified", "--safety-backup"]
+                for unit in units:
+                    args += ["--app", unit]
+                result = run_db(c, site, args)
+                notes = restore_notes(result.stdout)
+                if not result.ok or first(result.stdout, "RESTORED") is None:
+                    done = f" ({'; '.join(notes)})" if notes else ""
+                    raise StepError(script_error(result) + done, "the live database is unchanged; read the error above")
+                step.changed("; ".join(notes))
+        finally:
+            bring_back(c, site, report, units)
+        run_hooks(c, site, report, "after_restore", site.paths.root, {"file": path})
+
+
+@task(
+    auto_shortflags=False,
+    help={
+        "file": "a backup name from `fab db.list`, a path on the server, or a local file (uploaded first)",
+        "i_know_this_will_overwrite": "required: the live database is replaced by the backup",
+    },
+)
+def restore(c: Context, file: str = "", i_know_this_will_overwrite: bool = False) -> None:
+    """Replace the live database with a backup: verified first, in one transaction, safety backup taken, app restarted."""
+    if not i_know_this_will_overwrite:
+        raise Exit("db.restore replaces the live database: add --i-know-this-will-overwrite to go ahead", code=2)
+    validate_file(file)
+    for conn, site in targets(c, destructive=True):
+        report = Report("db.restore", host_label(conn))
+        restore_site(conn, site, report, file)
+        report.summary(f"restored from {file}")
+
+
+def start_unit(c: Connection, unit: str) -> None:
+    result = run(c, Script(f"start {unit}", systemctl("start", unit)), check=False)
+    if not result.ok:
+        raise StepError(f"{unit} failed: {script_error(result)}", f"look at `journalctl -u {unit}` on the host; is the host provisioned with this version?")
+
+
+def rehearse_site(c: Connection, site: Site, report: Report, value: str = "") -> str:
+    """Restore a backup into the scratch database, check it, drop it; returns the backup's path."""
+    scratch = scratch_db_name(site)
+    with site_lock(c, site, "db.rehearse"):
+        if value:
+            path = locate(c, site, report, value)
+        else:
+            with report.step("find the newest backup") as step:
+                result = run_db(c, site, ["list"])
+                entry = newest_verified(site, parse_list(result.stdout)[1]) if result.ok else None
+                if entry is None:
+                    raise StepError(f"no verified backup in {site.paths.backups}", "take one with `fab db.backup`")
+                path = f"{site.paths.backups}/{entry.name}"
+                step.note(entry.name)
+        verify(c, site, report, path)
+        with report.step(f"create scratch database {scratch}"):
+            start_unit(c, site.paths.scratch_create)
+        try:
+            with report.step("restore into the scratch database") as step:
+                result = run_db(c, site, ["restore", path, "--db", scratch, "--verified"])
+                if not result.ok:
+                    raise StepError(script_error(result), "this backup would not restore: take a new one with `fab db.backup`")
+                step.note(f"in {(first(result.stdout, 'RESTORED') or {}).get('seconds', '?')}s")
+            with report.step("tables and row counts") as step:
+                live, copy = (run_db(c, site, ["counts", db]) for db in (site.db_name, scratch))
+                if not (live.ok and copy.ok):
+                    raise StepError(script_error(live if not live.ok else copy))
+                notes, differences = compare_counts(parse_counts(live.stdout), parse_counts(copy.stdout))
+                if not parse_counts(copy.stdout):
+                    raise StepError("the restored copy has no tables")
+                step.note("; ".join(notes))
+                if differences:
+                    step.warn(f"differs from the live database now (it may have changed since the backup): {'; '.join(differences[:10])}")
+            with report.step("migrate --check") as step:
+                ok, text = migrate_verdict(run_db(c, site, ["migrate-check", scratch]).stdout)
+                if not ok:
+                    raise StepError(f"manage.py migrate --check against the restored copy failed:\n{text}")
+                step.note(text)
+        finally:
+            with report.step(f"drop scratch database {scratch}"):
+                start_unit(c, site.paths.scratch_drop)
+    return path
+
+
+@task(help={"file": "the backup to rehearse (name, server path or local file); default: the newest verified backup"})
+def rehearse(c: Context, file: str = "") -> None:
+    """Restore a backup into a scratch database, check tables, row counts and migrations, drop it; the live site is untouched."""
+    if file:
+        validate_file(file, "db.rehearse")
+    for conn, site in targets(c):
+        report = Report("db.rehearse", host_label(conn))
+        path = rehearse_site(conn, site, report, file)
+        report.summary(f"rehearsal of {path.rsplit('/', 1)[-1]} passed")
+
+
+db = Collection("db", backup_task, restore, list_, rehearse)

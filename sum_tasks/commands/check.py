@@ -1,0 +1,264 @@
+"""The ops smoke checklist (the runbook's section 13) as data: one script gathers every fact in one round trip,
+printing sections (``@@name``) that pure functions here turn into `Check` results; the tests feed them data."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from ..configuration import COLOURS, Site
+from . import backup as backups
+from .colours import live_colour
+from .facts import REDIS_PORT, allowed_ports, loopback_only, ufw_converged
+from .health import curl_health, parse_health
+from .script import Script, q, sections
+from .state import state_from
+
+STATUSES = ("ok", "warn", "fail")
+BACKUP_WARN_HOURS = 26
+TLS_WARN_DAYS = 14
+TLS_FAIL_DAYS = 3
+DISK_MARGIN = 1.5
+DISK_WARN_FACTOR = 3
+CADDY_ROOT_CA = "/var/lib/caddy/.local/share/caddy/pki/authorities/local/root.crt"
+NOT_ROOT = "NOT_ROOT"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the checklist."""
+
+    name: str
+    status: str
+    detail: str
+
+    def line(self) -> str:
+        return f"  {self.status:<12} {self.name:<14} {self.detail}"
+
+
+# ---------------------------------------------------------------- the one remote command
+
+
+
+
+def units(site: Site) -> list[str]:
+    """The units `check` expects: the gunicorn colours, celery when enabled, and caddy."""
+    return site.paths.app_units() + ["caddy.service"]
+
+
+def check_script(site: Site, project_dir: str = "") -> Script:
+    """The script gathering every fact `check` judges (the backup script's ``list`` at the end)."""
+    domain = site.primary_domain
+    tls = ""
+    if site.tls != "off":
+        tls = (
+            f"echo @@tls; echo | timeout 10 openssl s_client -connect 127.0.0.1:443 -servername {q(domain)} 2>/dev/null"
+            " | openssl x509 -noout -enddate -issuer 2>/dev/null\n"
+        )
+        if site.tls == "internal":
+            tls += f"echo @@tls_ca; openssl x509 -noout -enddate -subject -in {CADDY_ROOT_CA} 2>/dev/null\n"
+    return Script("read the host", (
+        f"cd {q(site.paths.root)} 2>/dev/null || {{ echo @@missing; exit 0; }}\n"
+        "echo @@redis_ping; timeout 5 redis-cli ping 2>&1\n"
+        f"echo @@redis_listen; ss -Hltn 'sport = :{REDIS_PORT}'\n"
+        "echo @@current; readlink current\n"
+        "echo @@live; readlink live.sock\n"
+        + "".join(f"echo @@{c}; readlink colours/{c}\n" for c in COLOURS)
+        + f"echo @@active; systemctl is-active {' '.join(q(u) for u in units(site))}\n"
+        "echo @@release_env; cat current/.release.env 2>/dev/null\n"
+        f"echo @@health; {curl_health(site)}; echo\n"
+        "echo @@env_stat; stat -c '%a %U %G' .env 2>&1\n"
+        f"if [ \"$(id -u)\" = 0 ]; then echo @@ufw; ufw status verbose 2>&1; "
+        "echo @@ssh_ports; sshd -T 2>/dev/null | awk '$1 == \"port\" {print $2}'; "
+        f"else echo @@ufw; echo {NOT_ROOT}; fi\n"
+        "echo @@disk; df -PB1 . | awk 'NR == 2 {print $4}'; "
+        "du -sb \"$(readlink -f current)\" \"$(readlink -f current/.venv)\" 2>/dev/null | cut -f1\n"
+        + tls
+        + f"( {backups.db_script(site, ['list'], project_dir).command()} ) 2>/dev/null\n"
+        "exit 0\n"
+    ))
+
+
+# ---------------------------------------------------------------- judging the facts (pure)
+
+
+def check_redis(ping: str, listen: str) -> Check:
+    """PONG, and every listening address on port 6379 is loopback."""
+    addresses = ", ".join(line.split()[3] for line in listen.splitlines() if len(line.split()) > 3)
+    if ping.strip() != "PONG":
+        return Check("redis", "fail", f"no PONG from redis-cli ping: {ping.strip()[:80] or 'no answer'}")
+    if not loopback_only(listen):
+        return Check("redis", "fail", f"PONG, but listening on {addresses or 'nothing'}: bind it to 127.0.0.1 and ::1 (run provision)")
+    return Check("redis", "ok", f"PONG; listening on {addresses} only")
+
+
+def check_services(site: Site, sections: dict[str, str]) -> list[Check]:
+    """The live colour's gunicorn, caddy and (when enabled) celery are active."""
+    expected = units(site)
+    states = dict(zip(expected, sections.get("active", "").split()))
+    state = state_from(sections)
+    live = live_colour(state)
+    checks = []
+    if not state.current:
+        checks.append(Check("gunicorn", "fail", "no live release: run `fab release --ref ...`"))
+    elif not live:
+        checks.append(Check("gunicorn", "fail", f"no colour runs the live release {state.current}: `fab release` or `fab rollback` repairs it"))
+    elif state.live != live:
+        checks.append(Check("gunicorn", "fail", f"Caddy's live.sock names {state.live or 'nothing'}, but {live} runs the live release: "
+                                                "`fab rollback` or `fab release` repairs it"))
+    else:
+        unit = site.paths.gunicorn(live)
+        other = "".join(f"; {c} {states.get(site.paths.gunicorn(c), 'unknown')}"
+                        + (f" on {state.colours[c]}" if state.colours[c] else "") for c in COLOURS if c != live)
+        if states.get(unit) == "active":
+            checks.append(Check("gunicorn", "ok", f"{live} live, active, release {state.current}{other}"))
+        else:
+            checks.append(Check("gunicorn", "fail", f"{live} is live but {states.get(unit, 'unknown')}: see `fab logs`{other}"))
+    for unit in (u for u in expected if not site.paths.unit_colour(u)):
+        name = "caddy" if unit == "caddy.service" else "celery"
+        ok = states.get(unit) == "active"
+        checks.append(Check(name, "ok" if ok else "fail", f"{unit} {states.get(unit, 'unknown')}" + ("" if ok else f": see `fab logs --service {name}`")))
+    return checks
+
+
+def check_health(section: str, release_env: str) -> Check:
+    """/health/ through Caddy: 200 ok is ok, 200 degraded a warning, anything else a failure; the SHA should be the live one's."""
+    body, _, code = section.rstrip("\n").rpartition("\n")
+    health = parse_health(int(code) if code.strip().isdigit() else 0, body)
+    live_sha = next((line.split("=", 1)[1].strip() for line in release_env.splitlines() if line.startswith("GIT_SHA=")), "")
+    detail = health.describe()
+    if not health.ok:
+        return Check("health", "fail", f"/health/ through Caddy: {detail}")
+    if live_sha and health.sha and health.sha != live_sha:
+        return Check("health", "warn", f"{detail}, but the live release is {live_sha[:12]}")
+    return Check("health", "ok" if health.status == "ok" else "warn", detail)
+
+
+def check_ufw(status: str, ssh_ports: str) -> Check:
+    """UFW active, denying incoming, allowing exactly the SSH ports, 80 and 443 (as provision sets it)."""
+    if status.strip() == NOT_ROOT:
+        return Check("firewall", "warn", "needs root to read `ufw status`: run check as sum.admin_user (the default without -H)")
+    ports = allowed_ports(tuple({int(p) for p in ssh_ports.split() if p.isdigit()} or {22}))
+    allowed = sorted({line.split()[0] for line in status.splitlines() if "ALLOW IN" in line}, key=lambda r: (len(r), r))
+    if "Status: active" not in status:
+        return Check("firewall", "fail", "ufw is not active: run provision")
+    if ufw_converged(status, ports):
+        return Check("firewall", "ok", f"ufw active, deny incoming, allow {' '.join(allowed)}")
+    want = " ".join(f"{p}/tcp" for p in ports)
+    return Check("firewall", "fail", f"ufw allows {' '.join(allowed) or 'nothing'}, provision allows {want} (and denies incoming): run provision")
+
+
+def check_env(site: Site, stat: str) -> Check:
+    """.env is mode 0600 and owned by the deploy user."""
+    want = f"600 {site.deploy_user} {site.deploy_user}"
+    got = stat.strip()
+    if got == want:
+        return Check(".env", "ok", f"mode 0600, owner {site.deploy_user}:{site.deploy_user}")
+    if len(got.split()) != 3:
+        return Check(".env", "fail", f"{site.paths.env} is missing: run provision")
+    mode, user, group = got.split()
+    return Check(".env", "fail", f"mode 0{mode}, owner {user}:{group}; should be 0600 {site.deploy_user}:{site.deploy_user} (run provision)")
+
+
+def check_disk(free: int, release: int, venv: int, backup: int) -> Check:
+    """Room for one more release (its files and a new venv) and one more backup, with a margin."""
+    size = backups.format_size
+    estimate = release + venv + backup
+    need = int(estimate * DISK_MARGIN)
+    detail = (f"{size(free)} free; a release + backup needs ~{size(need)} "
+              f"(release {size(release)} + venv {size(venv)} + backup {size(backup)}, x{DISK_MARGIN:g})")
+    if free < need:
+        return Check("disk", "fail", detail)
+    return Check("disk", "warn" if free < need * DISK_WARN_FACTOR else "ok", detail)
+
+
+def cert_end(text: str) -> datetime | None:
+    """The ``notAfter=`` date of `openssl x509 -enddate` output, or None."""
+    for line in text.splitlines():
+        if line.startswith("notAfter="):
+            try:
+                return datetime.strptime(" ".join(line[9:].split()), "%b %d %H:%M:%S %Y %Z").replace(tzinfo=UTC)
+            except ValueError:
+                return None
+    return None
+
+
+def cert_field(text: str, name: str) -> str:
+    line = next((line for line in text.splitlines() if line.startswith(f"{name}=")), "")
+    return line.split("=", 1)[1].strip().removeprefix("CN = ") if line else ""
+
+
+def days_text(seconds: float) -> str:
+    return f"{seconds / 86400:.0f} days" if abs(seconds) >= 2 * 86400 else f"{seconds / 3600:.0f}h"
+
+
+def check_tls(site: Site, served: str, ca: str, now: int) -> Check | None:
+    """Days left on the served certificate (``tls: auto``), or on Caddy's internal CA (``tls: internal``)."""
+    if site.tls == "off":
+        return None
+    end = cert_end(served)
+    if end is None:
+        return Check("tls", "fail", f"no certificate served for {site.primary_domain} on 127.0.0.1:443: see `fab logs --service caddy`")
+    left = end.timestamp() - now
+    issuer = cert_field(served, "issuer")
+    if left <= 0:
+        return Check("tls", "fail", f"the certificate for {site.primary_domain} expired {end:%Y-%m-%d %H:%M} UTC (issuer {issuer})")
+    if site.tls == "internal":
+        served_text = f"served certificate {days_text(left)} left (Caddy renews it)"
+        ca_end = cert_end(ca)
+        if ca_end is None:
+            return Check("tls", "ok", f"internal CA ({issuer}); {served_text}; the CA certificate is readable by root only")
+        left = ca_end.timestamp() - now
+        return Check("tls", tls_status(left), f"internal CA {cert_field(ca, 'subject')!r}: {days_text(left)} left; {served_text}")
+    return Check("tls", tls_status(left), f"{days_text(left)} left, until {end:%Y-%m-%d} (issuer {issuer})")
+
+
+def tls_status(seconds: float) -> str:
+    days = seconds / 86400
+    return "fail" if days < TLS_FAIL_DAYS else "warn" if days < TLS_WARN_DAYS else "ok"
+
+
+def check_backup(site: Site, now: int, entries: list[backups.Entry]) -> Check:
+    """The newest verified backup: none is a failure, older than ~26 h a warning."""
+    entry = backups.newest_verified(site, entries)
+    if entry is None:
+        return Check("backup", "fail", f"no verified backup in {site.paths.backups}: run `fab db.backup`")
+    age = now - backups.entry_time(site, entry)
+    detail = f"{entry.name}, {backups.format_size(entry.size)}, {backups.format_age(age)} old"
+    return Check("backup", "warn" if age > BACKUP_WARN_HOURS * 3600 else "ok", detail)
+
+
+def check_timer(service: dict[str, str], timer: dict[str, str]) -> Check:
+    """The nightly backup timer is enabled and running, and its last run did not fail."""
+    text = backups.describe_timer(service, timer)
+    bad = timer.get("LoadState") != "loaded" or "NOT running" in text or "FAILED" in text
+    return Check("backup timer", "warn" if bad else "ok", text)
+
+
+def judge(site: Site, output: str) -> list[Check]:
+    """Every check, from the check script's output."""
+    parts = sections(output)
+    if "missing" in parts:
+        return [Check("site", "fail", f"{site.paths.root} does not exist: run `fab provision`")]
+    now, entries, service, timer = backups.parse_list(output)
+    now = now or int(time.time())
+    disk = [int(n) for n in parts.get("disk", "").split() if n.isdigit()] + [0, 0, 0]
+    newest = backups.sorted_entries(site, entries)
+    checks = [check_redis(parts.get("redis_ping", ""), parts.get("redis_listen", ""))]
+    checks += check_services(site, parts)
+    checks += [
+        check_health(parts.get("health", ""), parts.get("release_env", "")),
+        check_ufw(parts.get("ufw", ""), parts.get("ssh_ports", "")),
+        check_env(site, parts.get("env_stat", "")),
+        check_disk(disk[0], disk[1], disk[2], newest[0].size if newest else 0),
+    ]
+    tls = check_tls(site, parts.get("tls", ""), parts.get("tls_ca", ""), now)
+    if tls:
+        checks.append(tls)
+    checks += [check_backup(site, now, entries), check_timer(service, timer)]
+    return checks
+
+
+def counts(checks: list[Check]) -> str:
+    return ", ".join(f"{sum(1 for c in checks if c.status == s)} {s}" for s in STATUSES)

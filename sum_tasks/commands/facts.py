@@ -1,0 +1,101 @@
+"""What provision reads from a host before planning: the script that reads it, and the typed `Facts` parsed from it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..configuration import Site
+from ..configuration.hostmap import SRV
+from .envfile import redis_db
+from .script import Script, q, sections
+
+WEB_PORTS = (80, 443)
+
+
+REDIS_PORT = 6379
+
+
+def allowed_ports(ssh_ports: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(sorted(set(ssh_ports) | set(WEB_PORTS)))
+
+
+def ufw_converged(status: str, ports: tuple[int, ...]) -> bool:
+    """`ufw status verbose` shows it active, denying incoming, and allowing exactly these TCP ports."""
+    if "Status: active" not in status or "deny (incoming)" not in status:
+        return False
+    allowed = set()
+    for line in status.splitlines():
+        match = re.match(r"^(\S+?)(?: \(v6\))?\s+ALLOW IN\s+", line)
+        if match:
+            allowed.add(match.group(1))
+    return allowed == {f"{p}/tcp" for p in ports}
+
+
+def loopback_only(ss_output: str) -> bool:
+    """Every listening address in `ss -Hltn` output is loopback (and there is at least one)."""
+    addresses = [line.split()[3].rsplit(":", 1)[0] for line in ss_output.splitlines() if line.strip()]
+    return bool(addresses) and all(a in ("127.0.0.1", "[::1]") for a in addresses)
+
+
+@dataclass(frozen=True)
+class OsRelease:
+    id: str
+    version_id: str
+    codename: str
+
+    @property
+    def has_distro_caddy(self) -> bool:
+        """Debian 12+ and Ubuntu 24.04+ ship caddy; Ubuntu 22.04 needs Caddy's own repository."""
+        major = int(self.version_id.split(".")[0] or 0) if self.version_id[:1].isdigit() else 0
+        return (self.id == "debian" and major >= 12) or (self.id == "ubuntu" and major >= 24)
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What provision reads from the host before computing its plan."""
+
+    user: str
+    env_text: str = ""
+    caddyfile: str = ""
+    ssh_ports: tuple[int, ...] = (22,)
+    pg_port: int = 5432
+    redis_taken: frozenset[int] = frozenset()
+
+
+def os_release_script() -> Script:
+    return Script("read os release", "cat /etc/os-release")
+
+
+def parse_os_release(text: str) -> OsRelease:
+    values = dict(re.findall(r'^([A-Z_]+)="?([^"\n]*)"?$', text, re.MULTILINE))
+    return OsRelease(values.get("ID", ""), values.get("VERSION_ID", ""), values.get("VERSION_CODENAME", ""))
+
+
+def facts_script(site: Site) -> Script:
+    """Who we are, the site's .env, the main Caddyfile, sshd's ports, other sites' Redis URLs, PostgreSQL's port."""
+    env = q(site.paths.env)
+    return Script("read host facts", f"""\
+echo "@@user"; id -un
+echo "@@env"; sed -e '$a\\' {env} 2>/dev/null
+echo "@@caddyfile"; sed -e '$a\\' /etc/caddy/Caddyfile 2>/dev/null
+echo "@@ssh_ports"; sshd -T 2>/dev/null | awk '$1 == "port" {{print $2}}'
+echo "@@other_sites_redis"; for f in {SRV}/*/.env; do [ "$f" = {env} ] || sed -n 's/^REDIS_URL=//p' "$f"; done 2>/dev/null
+echo "@@pg_port"; pg_lsclusters -h 2>/dev/null | sort -k4,4r | awk '{{print $3; exit}}'
+""")
+
+
+def parse_facts(user: str, output: str) -> Facts:
+    """`Facts` from `facts_script`'s output; raises ValueError when sshd's ports cannot be read."""
+    parts = sections(output)
+    ports = tuple(int(p) for p in parts.get("ssh_ports", "").split() if p.isdigit())
+    if not ports:
+        raise ValueError("could not read the ports sshd listens on (`sshd -T`)")
+    return Facts(
+        user=user,
+        env_text=parts.get("env", ""),
+        caddyfile=parts.get("caddyfile", ""),
+        ssh_ports=ports,
+        pg_port=int(parts.get("pg_port", "").strip() or 5432),
+        redis_taken=frozenset(n for n in map(redis_db, parts.get("other_sites_redis", "").split()) if n is not None),
+    )

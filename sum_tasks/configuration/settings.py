@@ -1,0 +1,338 @@
+"""Every ``sum`` setting, declared once: name, type, default, rule and help, as fields of `Site`.
+
+The defaults handed to Invoke (`defaults`), validation (`load_site`) and the configuration
+reference (``docs/configuration.md``, from `reference`) all come from these declarations, so adding
+a setting is one field here.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import json
+import keyword
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from invoke.exceptions import Exit
+
+from .hostmap import HostMap
+
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+HOST_RE = re.compile(r"^(?:[A-Za-z0-9._-]+@)?(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$")
+PYTHON_RE = re.compile(r"^(?:python3(?:\.\d{1,2})?|/[A-Za-z0-9._/-]+)$")
+KEY_RE = re.compile(r"^(?:ssh-(?:ed25519|rsa|dss)|ecdsa-sha2-nistp\d+|sk-[a-z0-9@.-]+) [A-Za-z0-9+/]+={0,3}(?: [^\n\r]*)?$")
+REPO_RE = re.compile(r"^(?:(?:https?|ssh|git|file)://\S+|[A-Za-z0-9._-]+@[A-Za-z0-9._-]+:\S+|/\S+)$")
+ONCALENDAR_RE = re.compile(r"^[A-Za-z0-9*:/.,~ -]{1,64}$")
+EMAIL_RE = re.compile(r"^[^@\s'\"{}]+@[^@\s'\"{}]+$")
+
+RESERVED_USERS = ("root", "postgres", "caddy", "www-data", "redis", "nobody", "daemon", "bin", "sys", "sshd", "systemd-journal")
+RESERVED_DATABASES = ("postgres", "template0", "template1")
+HOOK_POINTS = ("before_migrate", "before_switch", "after_switch", "after_failure", "after_restore")
+
+
+class ConfigError(Exit):
+    """A one-line configuration error; fab prints it and exits non-zero."""
+
+    def __init__(self, key: str, rule: str, value: Any = None) -> None:
+        shown = "" if value is None else f" (got {value!r})"
+        super().__init__(f"sum.{key}: {rule}{shown}", code=2)
+
+
+Check = Callable[[str, Any], Any]
+
+
+def setting(default: Any, rule: str, help: str, check: Check, required: bool = False, default_text: str = "") -> Any:
+    """One setting: a dataclass field carrying its rule (shown in errors and docs), help and checker."""
+    meta = {"rule": rule, "help": help, "check": check, "required": required, "default_text": default_text}
+    if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
+        return field(default_factory=lambda: default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# ---------------------------------------------------------------- checkers: (key, raw value) -> typed value
+
+
+def _bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+        return value.lower() in ("true", "yes", "1")
+    raise ConfigError(key, "must be true or false", value)
+
+
+def _int(low: int, high: int) -> Check:
+    def check(key: str, value: Any) -> int:
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(key, f"must be a whole number from {low} to {high}", value) from None
+        if isinstance(value, bool) or not low <= number <= high:
+            raise ConfigError(key, f"must be a whole number from {low} to {high}", value)
+        return number
+
+    return check
+
+
+def _list(key: str, value: Any) -> list[Any]:
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(key, "must be a list", value)
+    return list(value)
+
+
+def _match(pattern: re.Pattern[str], rule: str) -> Check:
+    def check(key: str, value: Any) -> str:
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            raise ConfigError(key, rule, value)
+        return value
+
+    return check
+
+
+def _each(inner: Check) -> Check:
+    def check(key: str, value: Any) -> tuple[Any, ...]:
+        return tuple(inner(key, item) for item in _list(key, value))
+
+    return check
+
+
+def _choice(*choices: str) -> Check:
+    def check(key: str, value: Any) -> str:
+        if value not in choices:
+            raise ConfigError(key, f"must be one of {', '.join(choices)}", value)
+        return value
+
+    return check
+
+
+def _optional(inner: Check) -> Check:
+    return lambda key, value: inner(key, value) if value else ""
+
+
+def validate_slug(value: Any, key: str = "site_slug") -> str:
+    slug = _match(SLUG_RE, "must be 1-63 of a-z, 0-9 and '-', starting with a letter or digit")(key, value)
+    if slug.replace("-", "_") in RESERVED_DATABASES or slug.startswith("pg-"):
+        raise ConfigError(key, "names a PostgreSQL system role or database; choose another", slug)
+    return slug
+
+
+def validate_domain(value: Any, key: str = "domains") -> str:
+    rule = "each must be a lowercase DNS name such as example.com"
+    if not isinstance(value, str) or len(value) > 253 or value.endswith("."):
+        raise ConfigError(key, rule, value)
+    labels = value.split(".")
+    if len(labels) < 2 or not all(LABEL_RE.fullmatch(label) for label in labels) or labels[-1].isdigit():
+        raise ConfigError(key, rule, value)
+    return value
+
+
+def _domains(key: str, value: Any) -> tuple[str, ...]:
+    domains = _list(key, value)
+    if not domains:
+        raise ConfigError(key, "needs at least one domain; the first is the primary")
+    for domain in domains:
+        validate_domain(domain, key)
+    if len(set(domains)) != len(domains):
+        raise ConfigError(key, "must not repeat a domain", domains)
+    return tuple(domains)
+
+
+def validate_identifier(key: str, value: Any, dotted: bool = False) -> str:
+    parts = value.split(".") if isinstance(value, str) and dotted else [value]
+    if not all(isinstance(p, str) and p.isidentifier() and p.isascii() and not keyword.iskeyword(p) for p in parts):
+        what = "a dotted Python module path" if dotted else "a Python identifier"
+        raise ConfigError(key, f"must be {what}", value)
+    return value
+
+
+def _repo_url(key: str, value: Any) -> str:
+    url = _match(REPO_RE, "must be a git URL (https://, ssh://, file://, user@host:path) or an absolute path")(key, value)
+    if re.search(r"://[^/@]*:[^/@]*@", url):
+        raise ConfigError(key, "must not hold a password or token (it would show in process lists): give the server a deploy key")
+    return url
+
+
+_user = _match(USER_RE, "must be a Unix user name (a-z, 0-9, '_', '-', at most 32)")
+
+
+def _deploy_user(key: str, value: Any) -> str:
+    if value in RESERVED_USERS:
+        raise ConfigError(key, "must not be a system account (the app runs as this user)", value)
+    return _user(key, value)
+
+
+def _hooks(key: str, value: Any) -> dict[str, tuple[str, ...]]:
+    given = value or {}
+    reject_unknown(given, HOOK_POINTS, f"{key}.")
+    hooks = {}
+    for point in HOOK_POINTS:
+        commands = given.get(point, [])
+        commands = [commands] if isinstance(commands, str) else _list(f"{key}.{point}", commands)
+        for command in commands:
+            if not isinstance(command, str) or not command.strip() or "\n" in command:
+                raise ConfigError(f"{key}.{point}", "each must be a one-line shell command", command)
+        hooks[point] = tuple(commands)
+    return hooks
+
+
+# ---------------------------------------------------------------- the table
+
+
+@dataclass(frozen=True)
+class Backups:
+    """``sum.backups``: the site's database backups."""
+
+    keep: int = setting(14, "1-10000", "backups kept by retention (`db.backup --keep` overrides)", _int(1, 10000))
+    format: str = setting("gzip", "`gzip` or `zstd`", "`gzip` (`.sql.gz`) or `zstd` (`.sql.zst`: smaller, quicker to verify)",
+                          _choice("gzip", "zstd"))
+    schedule: str = setting("*-*-* 03:15:00", "a systemd `OnCalendar` expression", "when the nightly backup timer runs",
+                            _match(ONCALENDAR_RE, "must be a systemd OnCalendar expression"))
+
+
+@dataclass(frozen=True)
+class Site:
+    """One validated site: everything the tasks need to know, nothing remote."""
+
+    site_slug: str = setting("", "`^[a-z0-9][a-z0-9-]{0,62}$`, not a PostgreSQL system name",
+                             "the site's directory, units, role and database names", lambda key, value: validate_slug(value, key), required=True)
+    domains: tuple[str, ...] = setting([], "lowercase DNS names, at least one, none repeated",
+                                       "the site's domains; the first is the primary (health checks, `SITE_DOMAIN`)", _domains)
+    project_module: str = setting("", "a Python identifier", "the Django project: `<module>.settings.production`, `<module>.wsgi`",
+                                  lambda key, value: validate_identifier(key, value), required=True)
+    repo_url: str = setting("", "`https://`, `ssh://`, `git@host:path`, `file://` or an absolute path; no credentials",
+                            "git URL the server fetches releases from", _optional(_repo_url))
+    deploy_user: str = setting("deploy", "a Unix user name, not a system account", "runs the app and every task but provision", _deploy_user)
+    admin_user: str = setting("root", "a Unix user name", "provision's user when the host comes from `sum.hosts`", _user)
+    hosts: tuple[str, ...] = setting([], "`[user@]host[:port]` or ssh config aliases", "default targets when `-H` is absent",
+                                     _each(_match(HOST_RE, "each must be [user@]host[:port]")))
+    python: str = setting("python3", "`python3`, `python3.N` or an absolute path", "interpreter for the venvs",
+                          _match(PYTHON_RE, "must be python3, python3.N or an absolute path"))
+    celery: bool = setting(False, "true or false", "install and restart a celery worker unit", _bool)
+    celery_app: str = setting("", "a dotted Python module path", "the celery app (`celery --app`)",
+                              lambda key, value: validate_identifier(key, value, dotted=True), default_text="the project module")
+    tls: str = setting("auto", "`auto`, `internal` or `off`",
+                       "`auto` (Caddy's automatic HTTPS), `internal` (Caddy's internal CA), `off` (plain HTTP)", _choice("auto", "internal", "off"))
+    tls_email: str = setting("", "an e-mail address", "the ACME account e-mail for `tls: auto`",
+                             _optional(_match(EMAIL_RE, "must be an e-mail address")))
+    authorized_keys: tuple[str, ...] = setting([], "OpenSSH public key lines", "the deploy user's keys (exactly these when set)",
+                                               _each(_match(KEY_RE, "each must be one OpenSSH public key line")))
+    deploy_user_sudo: bool = setting(False, "true or false", "put the deploy user in the `sudo` group", _bool)
+    ssh_hardening: bool = setting(False, "true or false", "keys-only sshd (see provision)", _bool)
+    caddy_source: str = setting("auto", "`auto`, `distro` or `official`",
+                                "where Caddy comes from: the distribution, Caddy's apt repository, or `auto`", _choice("auto", "distro", "official"))
+    gunicorn_workers: int = setting(2, "1-64", "gunicorn workers per colour", _int(1, 64))
+    keep_releases: int = setting(5, "2-100", "release directories kept", _int(2, 100))
+    health_timeout: int = setting(30, "1-600", "seconds a new release has to answer `/health/`", _int(1, 600))
+    strict_pins: bool = setting(False, "true or false", "refuse git requirements that follow a branch", _bool)
+    backups: Backups = setting(Backups(), "", "the site's database backups", lambda key, value: value)
+    hooks: dict[str, tuple[str, ...]] = setting({point: [] for point in HOOK_POINTS}, f"one of {', '.join(HOOK_POINTS)}: one-line shell commands",
+                                                "shell commands run on the host at named points (see the runbook's Hooks)", _hooks)
+
+    @property
+    def primary_domain(self) -> str:
+        return self.domains[0]
+
+    @property
+    def paths(self) -> HostMap:
+        """Every path, unit and root command of this site on a host."""
+        return HostMap(self)
+
+    @property
+    def db_name(self) -> str:
+        return self.site_slug.replace("-", "_")
+
+
+# ---------------------------------------------------------------- generated from the table
+
+
+def settings_of(cls: type) -> list[dataclasses.Field]:
+    return list(dataclasses.fields(cls))
+
+
+def _default(f: dataclasses.Field) -> Any:
+    value = copy.deepcopy(f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+    if dataclasses.is_dataclass(value):
+        return {g.name: _default(g) for g in settings_of(type(value))}
+    return value
+
+
+def defaults() -> dict[str, Any]:
+    """The ``sum`` defaults for Invoke's config: every key with a typed default (env vars need one)."""
+    return {f.name: _default(f) for f in settings_of(Site)}
+
+
+def plain(data: Any) -> Any:
+    """Invoke's DataProxy trees as plain dicts and lists."""
+    if hasattr(data, "keys") and not isinstance(data, (str, bytes)):
+        return {k: plain(data[k]) for k in data.keys()}  # noqa: SIM118 (DataProxy has keys(), no iteration)
+    if isinstance(data, (list, tuple)):
+        return [plain(v) for v in data]
+    return data
+
+
+def reject_unknown(given: Mapping[str, Any], known: Any, prefix: str = "") -> None:
+    for key in given:
+        if key not in known:
+            close = difflib.get_close_matches(key, list(known), n=1)
+            hint = f"; did you mean {prefix + close[0]!r}?" if close else ""
+            raise ConfigError(f"{prefix}{key}", f"unknown setting{hint}")
+
+
+def _load(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
+    reject_unknown(data, [f.name for f in settings_of(cls)], prefix)
+    values = {}
+    for f in settings_of(cls):
+        key = prefix + f.name
+        raw = data.get(f.name, _default(f))
+        if f.metadata["required"] and not raw:
+            raise ConfigError(key, "is required")
+        if isinstance(_default(f), dict) and dataclasses.is_dataclass(f.default_factory()):
+            values[f.name] = _load(type(f.default_factory()), raw or {}, f"{key}.")
+        else:
+            values[f.name] = f.metadata["check"](key, raw)
+    return cls(**values)
+
+
+def load_site(raw: Any) -> Site:
+    """Validate the ``sum`` config tree (a mapping) into a `Site`, or raise `ConfigError`."""
+    data = dict(plain(raw) or {})
+    if not data.get("celery_app"):
+        data["celery_app"] = data.get("project_module", "")
+    return _load(Site, data)
+
+
+def reference() -> str:
+    """The configuration reference (``docs/configuration.md``), generated from the table."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "<!-- Generated from sum_tasks/configuration/settings.py by `python3 -m sum_tasks.docs`; a unit test fails when they differ. -->",
+        "",
+        "Everything lives under `sum` in the client's `fabric.yaml` (or `FABRIC_SUM_*` environment variables, or `-f`",
+        "files: Invoke's usual layering). Unknown keys are refused with a did-you-mean, and every value is validated",
+        "before anything runs remotely: a bad value gives one line naming the key and the rule, and exit status 2.",
+        "",
+        "| key | default | rule | meaning |",
+        "| --- | --- | --- | --- |",
+    ]
+
+    def rows(cls: type, prefix: str) -> None:
+        for f in settings_of(cls):
+            default = _default(f)
+            if isinstance(default, dict) and dataclasses.is_dataclass(f.default_factory()):
+                rows(type(f.default_factory()), f"{prefix}{f.name}.")
+                continue
+            shown = "required" if f.metadata["required"] else f.metadata["default_text"] or f"`{json.dumps(default)}`"
+            if f.name == "hooks":
+                shown = "`{}` (no commands)"
+            lines.append(f"| `{prefix}{f.name}` | {shown} | {f.metadata['rule']} | {f.metadata['help']} |")
+
+    rows(Site, "")
+    return "\n".join(lines) + "\n"

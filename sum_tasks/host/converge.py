@@ -1,0 +1,48 @@
+"""The executor for provision: run each `Op`'s check, apply it where the host differs, check again."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from fabric import Connection
+
+from ..commands.script import Script
+from ..operations.base import Op
+from .output import Report, StepError
+from .runner import run
+
+
+def check_script(op: Op) -> Script:
+    return Script(f"check {op.name}", op.check)
+
+
+def apply_script(op: Op) -> Script:
+    return Script(op.name, op.apply)
+
+
+def is_converged(c: Connection, op: Op) -> bool:
+    result = run(c, check_script(op), as_="root", check=False)
+    if op.expect is not None:
+        return result.ok and op.expect(result.stdout)
+    return result.ok
+
+
+def apply(c: Connection, op: Op) -> None:
+    run(c, apply_script(op), as_="root", stdin=op.stdin, hint=op.hint)
+
+
+def converge(c: Connection, ops: Iterable[Op], report: Report, check_only: bool = False) -> None:
+    """Run each op's check; apply it where needed (unless `check_only`) and check again."""
+    for op in ops:
+        with report.step(op.name) as step:
+            if is_converged(c, op):
+                continue
+            if check_only:
+                step.would_change("checked again once the changes above are made" if op.verify_only else "")
+                continue
+            if op.verify_only:
+                raise StepError("check failed", op.hint)
+            apply(c, op)
+            if not is_converged(c, op):
+                raise StepError("applied, but the host still does not match", op.hint)
+            step.changed()

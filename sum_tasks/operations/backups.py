@@ -1,0 +1,54 @@
+"""Backups: the backup script, the nightly service and timer, and the units that make and drop the rehearsal database."""
+
+from __future__ import annotations
+
+from ..commands.backup import scratch_db_name, script_text
+from ..commands.templating import render
+from ..configuration import Site
+from .base import Op, file_op
+from .packages import APT
+from .units import DAEMON_RELOAD
+
+
+def scratch_unit(site: Site, action: str) -> str:
+    """A oneshot unit, run as postgres, that creates or drops the site's scratch database and nothing else."""
+    return (
+        f"# Managed by sum_tasks for site {site.site_slug}: {action} the rehearsal database {scratch_db_name(site)}\n"
+        f"# (owned by role {site.db_name}) for `fab db.rehearse`. The deploy user may start this unit, nothing more.\n"
+        "[Unit]\n"
+        f"Description=SUM site {site.site_slug}: {action} the rehearsal database\n"
+        "After=postgresql.service\n\n"
+        "[Service]\n"
+        "Type=oneshot\n"
+        "User=postgres\n"
+        f"ExecStart={site.paths.backup_script} scratch {action}\n"
+        "NoNewPrivileges=yes\n"
+        "PrivateTmp=yes\n"
+        "ProtectSystem=full\n"
+    )
+
+
+def backup_ops(site: Site, project_dir: str = "") -> list[Op]:
+    """The backup script, the nightly service and timer (enabled and started), and the scratch database units."""
+    paths = site.paths
+    ctx = {"site": site, "script": paths.backup_script}
+    return [
+        Op(
+            "backup tools (igzip)", "command -v igzip >/dev/null",
+            f"{APT} install isal || {{ {APT} update && {APT} install isal; }}",
+            hint="install the isal package (igzip): the fast gzip the backups use",
+        ),
+        file_op("backup script", paths.backup_script, script_text(site, project_dir), 0o755),
+        file_op("backup service", paths.unit_file(paths.backup_service), render("backup.service.j2", ctx, project_dir), then=DAEMON_RELOAD),
+        file_op(
+            "backup timer", paths.unit_file(paths.backup_timer), render("backup.timer.j2", ctx, project_dir),
+            then=f"{DAEMON_RELOAD} && systemctl try-restart {paths.backup_timer}",
+        ),
+        file_op("scratch database create unit", paths.unit_file(paths.scratch_create), scratch_unit(site, "create"), then=DAEMON_RELOAD),
+        file_op("scratch database drop unit", paths.unit_file(paths.scratch_drop), scratch_unit(site, "drop"), then=DAEMON_RELOAD),
+        Op(
+            "backup timer enabled and running",
+            f"systemctl is-enabled -q {paths.backup_timer} && systemctl is-active -q {paths.backup_timer}",
+            f"systemctl enable --now {paths.backup_timer}",
+        ),
+    ]

@@ -1,0 +1,41 @@
+"""Provision's whole plan, in order: pure, from the config and the facts read from the host."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..commands import envfile
+from ..commands.credentials import add_secret, new_secret
+from ..commands.facts import Facts
+from ..configuration import Site
+from .backups import backup_ops
+from .base import Op
+from .caddy import caddy_ops
+from .firewall import firewall_ops
+from .packages import services_ops
+from .postgresql import postgresql_ops
+from .redis import redis_ops
+from .site import directory_ops, env_ops, site_env
+from .units import unit_ops
+from .users import deploy_user_ops, ssh_hardening_ops
+
+
+def host_plan(site: Site, facts: Facts, project_dir: str = "", secret: Callable[[], str] = new_secret) -> list[Op]:
+    """Everything after the packages. The .env's generated secrets are registered so no output shows them."""
+    env_text = site_env(site, facts, secret)
+    values = envfile.parse(env_text)
+    for key in envfile.GENERATED:
+        add_secret(values[key])
+    return [
+        *services_ops(),
+        *deploy_user_ops(site, project_dir),
+        *(ssh_hardening_ops(facts, project_dir) if site.ssh_hardening else []),
+        *firewall_ops(facts),
+        *redis_ops(),
+        *directory_ops(site),
+        *env_ops(site, env_text),
+        *postgresql_ops(site, values["DJANGO_DB_PASSWORD"]),
+        *unit_ops(site, project_dir),
+        *backup_ops(site, project_dir),
+        *caddy_ops(site, facts, project_dir),
+    ]

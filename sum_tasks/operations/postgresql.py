@@ -1,0 +1,39 @@
+"""PostgreSQL: one role and one database per site, the role owning it, closed to every other role."""
+
+from __future__ import annotations
+
+from ..commands.credentials import scram_sha256
+from ..commands.envfile import site_psql
+from ..commands.script import q
+from ..configuration import Site
+from .base import Op
+
+
+def db_sql(site: Site, password: str) -> str:
+    """Role and database, the role owning it; the password goes as a SCRAM verifier, never in clear."""
+    name = site.db_name
+    verifier = scram_sha256(password)
+    return (
+        "\\set ON_ERROR_STOP on\n"
+        f"SELECT 'CREATE ROLE \"{name}\" LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{name}')\\gexec\n"
+        f"ALTER ROLE \"{name}\" WITH LOGIN NOSUPERUSER NOCREATEROLE PASSWORD '{verifier}';\n"
+        f"SELECT 'CREATE DATABASE \"{name}\" OWNER \"{name}\"' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{name}')\\gexec\n"
+        f"ALTER DATABASE \"{name}\" OWNER TO \"{name}\";\n"
+        f"REVOKE CONNECT, TEMPORARY ON DATABASE \"{name}\" FROM PUBLIC;\n"
+    )
+
+
+def db_check(site: Site) -> str:
+    """As the deploy user, with the password from .env: the role logs in and owns its database."""
+    sql = "SELECT pg_get_userbyid(datdba) = current_user FROM pg_database WHERE datname = current_database()"
+    return f"runuser -u {q(site.deploy_user)} -- sh -c {q(site_psql(site, sql))}"
+
+
+def postgresql_ops(site: Site, password: str) -> list[Op]:
+    return [Op(
+        "postgresql role and database",
+        db_check(site),
+        "runuser -u postgres -- psql -X -q -f -",
+        expect=lambda out: out.strip() == "t",
+        stdin=db_sql(site, password).encode(),
+    )]

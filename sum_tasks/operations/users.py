@@ -1,0 +1,57 @@
+"""The deploy user: its account, groups, SSH keys, its exact sudoers rule; and keys-only sshd."""
+
+from __future__ import annotations
+
+import re
+
+from ..commands.facts import Facts
+from ..commands.script import q
+from ..commands.templating import render
+from ..configuration import Site
+from .base import Op, dirs_op, file_op, group_member_op
+
+SSHD_HARDENING = "/etc/ssh/sshd_config.d/01-sum-hardening.conf"
+
+
+def deploy_user_ops(site: Site, project_dir: str = "") -> list[Op]:
+    user = site.deploy_user
+    ops = [
+        Op(
+            f"deploy user {user}",
+            f"id -u {q(user)} >/dev/null 2>&1 && [ -d /home/{user} ]",
+            f"useradd --create-home --shell /bin/bash --user-group {q(user)}",
+        ),
+        group_member_op(user, "sudo", site.deploy_user_sudo),
+        group_member_op(user, "systemd-journal"),
+    ]
+    if site.authorized_keys:
+        home = f"/home/{user}"
+        ops += [
+            dirs_op(f"{user} .ssh directory", [(f"{home}/.ssh", 0o700, user, user)]),
+            file_op(f"{user} authorized keys", f"{home}/.ssh/authorized_keys", "".join(k + "\n" for k in site.authorized_keys), 0o600, user, user),
+        ]
+    alias = "SUM_" + re.sub(r"[^A-Z0-9]", "_", site.site_slug.upper())
+    ops.append(file_op(
+        "sudoers rule", site.paths.sudoers,
+        render("sudoers.j2", {"site": site, "alias": alias, "commands": site.paths.sudo_commands()}, project_dir),
+        0o440, validate="visudo -cqf {}",
+    ))
+    return ops
+
+
+def ssh_hardening_ops(facts: Facts, project_dir: str = "") -> list[Op]:
+    """Keys only; root keeps key logins while the operator connects as root, so nobody is locked out."""
+    permit_root = "prohibit-password" if facts.user == "root" else "no"
+    return [
+        Op(
+            f"ssh key present for {facts.user}",
+            f"[ -s \"$(getent passwd {q(facts.user)} | cut -d: -f6)/.ssh/authorized_keys\" ]",
+            "", verify_only=True,
+            hint=f"give {facts.user} an SSH key before turning on sum.ssh_hardening, or you would be locked out",
+        ),
+        file_op(
+            "ssh hardening", SSHD_HARDENING,
+            render("sshd-hardening.conf.j2", {"permit_root_login": permit_root}, project_dir),
+            validate_installed="sshd -t", then="systemctl reload ssh",
+        ),
+    ]
