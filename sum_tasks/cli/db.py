@@ -33,9 +33,11 @@ from ..commands.backup import (
     records,
     resolve_file,
     restore_notes,
+    running_script,
     scratch_db_name,
     script_error,
     sorted_entries,
+    start_unit_script,
     upload_script,
     validate_file,
     validate_format,
@@ -43,8 +45,8 @@ from ..commands.backup import (
     validate_label,
     verified_text,
 )
-from ..commands.script import Script, q
-from ..configuration import Site, systemctl
+from ..commands.colours import live_socket_script
+from ..configuration import Site
 from ..host.output import Report, StepError
 from ..host.runner import Result, host_label, run
 from ..host.targets import on_hosts, project_dir, targets
@@ -224,7 +226,7 @@ def verify(c: Connection, site: Site, report: Report, path: str) -> dict[str, st
 
 def running_units(c: Connection, site: Site) -> list[str]:
     units = site.paths.app_units()
-    states = run(c, Script("find the running app", "systemctl is-active " + " ".join(q(u) for u in units)), check=False).stdout.split()
+    states = run(c, running_script(site), check=False).stdout.split()
     return [unit for unit, state in zip(units, states) if state in RUNNING]
 
 
@@ -236,7 +238,7 @@ def bring_back(c: Connection, site: Site, report: Report, units: list[str]) -> N
             return
         for unit in units:
             start_unit(c, unit)
-        live = health.socket_colour(run(c, Script("read live.sock", f"readlink {q(site.paths.live_socket)}"), check=False).stdout)
+        live = health.socket_colour(run(c, live_socket_script(site), check=False).stdout)
         colour_of = site.paths.unit_colour
         # The live colour first: only it gates the restore; a standby that fails only loses its instant rollback.
         for colour in sorted((colour_of(u) for u in units if colour_of(u)), key=lambda colour: colour != live):
@@ -296,7 +298,7 @@ def restore(c: Context, file: str = "", i_know_this_will_overwrite: bool = False
 
 
 def start_unit(c: Connection, unit: str) -> None:
-    result = run(c, Script(f"start {unit}", systemctl("start", unit)), check=False)
+    result = run(c, start_unit_script(unit), check=False)
     if not result.ok:
         raise StepError(f"{unit} failed: {script_error(result)}", f"look at `journalctl -u {unit}` on the host; is the host provisioned with this version?")
 

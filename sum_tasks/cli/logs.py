@@ -6,12 +6,11 @@ from fabric import Connection
 from invoke import Context, task
 from invoke.exceptions import Exit
 
-from ..commands.script import Script, q
+from ..commands.journal import SERVICES, journal_script, units
 from ..configuration import Site, load_site
 from ..host.runner import host_label, stream
 from ..host.targets import targets
 
-SERVICES = ("app", "caddy", "celery", "backup")
 MAX_LINES = 100000
 
 
@@ -28,27 +27,6 @@ def validate_lines(lines: str | int) -> int:
     if not text.isdigit() or not 1 <= int(text) <= MAX_LINES:
         raise Exit(f"--lines must be a whole number from 1 to {MAX_LINES} (got {lines!r})", code=2)
     return int(text)
-
-
-def units(site: Site, service: str) -> list[str]:
-    """The systemd units behind a --service name: ``app`` is the gunicorn colours."""
-    if service == "app":
-        return [u for u in site.paths.app_units() if site.paths.unit_colour(u)]
-    if service == "caddy":
-        return ["caddy.service"]
-    if service == "celery":
-        return [site.paths.celery]
-    return [site.paths.backup_service]
-
-
-def journal_script(site: Site, service: str, lines: int, follow: bool) -> Script:
-    """journalctl for the units; when following, it ends as soon as the SSH session closes (its stdin reaches EOF)."""
-    command = "journalctl --no-pager --no-hostname -o with-unit " + " ".join(f"-u {q(u)}" for u in units(site, service)) + f" -n {lines}"
-    if follow:
-        command = f"{command} -f & pid=$!; trap 'kill $pid 2>/dev/null' EXIT HUP INT TERM; cat >/dev/null; exit 0"
-    return Script(f"logs {service}", command)
-
-
 
 
 def show_logs(c: Connection, site: Site, service: str, lines: int, follow: bool) -> None:

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from invoke.exceptions import Exit
 
 from ..configuration import Site
-from ..configuration.hostmap import SYSTEMCTL, HostMap
+from ..configuration.hostmap import SYSTEMCTL, HostMap, systemctl
 from .script import Result, Script, q, sections
 from .templating import render
 
@@ -122,11 +122,16 @@ def script_context(site: Site, root: str = "") -> dict[str, object]:
     return {
         "site": site,
         "paths": paths,
-        "sh": {k: q(v) for k, v in values.items()},
+        "sh": {k: quoted(v) for k, v in values.items()},
         "gzip_compress": GZIP_COMPRESS,
         "gzip_fallback": GZIP_FALLBACK,
         "zstd_compress": ZSTD_COMPRESS,
     }
+
+
+def quoted(value: str) -> str:
+    """`value` in single quotes, always (shell assignments read as one word, whatever it holds)."""
+    return "'" + value.replace("'", "'\\''") + "'"
 
 
 def script_text(site: Site, project_dir: str = "", root: str = "") -> str:
@@ -337,3 +342,13 @@ def migrate_verdict(stdout: str) -> tuple[bool, str]:
         planned = [line.strip() for line in output[1:] if not line.startswith(" ")]
         return True, f"{len(planned)} migrations not applied in this backup (a restore of it needs `migrate`): {', '.join(planned[:5])}"
     return False, "\n".join(output[-8:]) or f"exit status {rc}"
+
+
+def running_script(site: Site) -> Script:
+    """`systemctl is-active` of each of the site's app units, in `HostMap.app_units` order."""
+    return Script("find the running app", "systemctl is-active " + " ".join(q(u) for u in site.paths.app_units()))
+
+
+def start_unit_script(unit: str) -> Script:
+    """Start one of the units the deploy user may start (sudoers)."""
+    return Script(f"start {unit}", systemctl("start", unit))

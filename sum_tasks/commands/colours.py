@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..configuration import COLOURS, Site, systemctl
-from .health import curl_health, wait_script
+from .health import wait_script
 from .releases import good_releases, migrations_script
 from .script import Script, q
 from .state import ReleaseState
@@ -151,6 +151,7 @@ def restart_script(site: Site, old: str) -> Script:
     return Script(f"stop {old}", f"sleep 1 && {retire_script(site, old)}")
 
 
-def probe_script(site: Site, colour: str) -> Script:
-    """/health/ on one colour's own socket, once."""
-    return Script(f"/health/ on {colour}", curl_health(site, site.paths.socket(colour)))
+def live_socket_script(site: Site) -> Script:
+    """Prints what `live.sock` points at (`health.socket_colour` reads the colour)."""
+    return Script("read live.sock", f"readlink {q(site.paths.live_socket)}")
+

@@ -76,9 +76,10 @@ def facts_script(site: Site) -> Script:
     """Who we are, the site's .env, the main Caddyfile, sshd's ports, other sites' Redis URLs, PostgreSQL's port."""
     env = q(site.paths.env)
     return Script("read host facts", f"""\
+show() {{ [ -f "$1" ] || return 0; cat "$1"; [ -z "$(tail -c 1 "$1")" ] || echo; }}
 echo "@@user"; id -un
-echo "@@env"; sed -e '$a\\' {env} 2>/dev/null
-echo "@@caddyfile"; sed -e '$a\\' /etc/caddy/Caddyfile 2>/dev/null
+echo "@@env"; show {env}
+echo "@@caddyfile"; show /etc/caddy/Caddyfile
 echo "@@ssh_ports"; sshd -T 2>/dev/null | awk '$1 == "port" {{print $2}}'
 echo "@@other_sites_redis"; for f in {SRV}/*/.env; do [ "$f" = {env} ] || sed -n 's/^REDIS_URL=//p' "$f"; done 2>/dev/null
 echo "@@pg_port"; pg_lsclusters -h 2>/dev/null | sort -k4,4r | awk '{{print $3; exit}}'

@@ -32,6 +32,7 @@ def hold_script(site: Site, holder: str, then: str = "") -> Script:
     holding = (f'printf "%s (pid %s)\\n" "$1" "$$" > {info}.tmp && mv {info}.tmp {info} || exit 1; echo LOCKED; '
                f"( {then or ':'} ) </dev/null 2>/dev/null; echo {HELD}; cat >/dev/null; rm -f {info}")
     return Script(f"take the lock for {site.site_slug}",
+                  "# shellcheck disable=SC2016  # the inner sh expands them\n"
                   f"exec flock -o -n -E {BUSY} {q(site.paths.lock)} sh -c {q(holding)} sh {q(holder)}")
 
 
@@ -45,7 +46,7 @@ def unlock_script(site: Site, pid: int) -> Script:
     """End the session process `pid` holding the lock (and its children); exit `STILL_HELD` if the lock stays held 5 s."""
     return Script(f"end lock holder {pid}", (
         f"pkill -P {pid} 2>/dev/null; kill {pid} 2>/dev/null; "
-        f"for i in $(seq 50); do flock -n {q(site.paths.lock)} true && exit 0; sleep 0.1; done; exit {STILL_HELD}"
+        f"for _ in $(seq 50); do flock -n {q(site.paths.lock)} true && exit 0; sleep 0.1; done; exit {STILL_HELD}"
     ))
 
 

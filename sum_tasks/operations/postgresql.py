@@ -26,7 +26,7 @@ def db_sql(site: Site, password: str) -> str:
 def db_check(site: Site) -> str:
     """As the deploy user, with the password from .env: the role logs in and owns its database."""
     sql = "SELECT pg_get_userbyid(datdba) = current_user FROM pg_database WHERE datname = current_database()"
-    return f"runuser -u {q(site.deploy_user)} -- sh -c {q(site_psql(site, sql))}"
+    return f"# shellcheck disable=SC2016  # the inner sh expands them\nrunuser -u {q(site.deploy_user)} -- sh -c {q(site_psql(site, sql))}"
 
 
 def postgresql_ops(site: Site, password: str) -> list[Op]:
