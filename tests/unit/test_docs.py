@@ -1,0 +1,32 @@
+"""The generated reference pages match the code they come from (run `python3 -m sum_tasks.docs` after a change)."""
+
+import subprocess
+import sys
+
+from sum_tasks import docs
+
+
+def test_generated_pages_are_current():
+    result = subprocess.run([sys.executable, "-m", "sum_tasks.docs", "--check"], capture_output=True, text=True, check=False,
+                            cwd=docs.DOCS.parent)
+    assert result.returncode == 0, f"{result.stdout}{result.stderr}run `python3 -m sum_tasks.docs`"
+
+
+def test_every_setting_and_task_is_documented():
+    from sum_tasks import namespace
+    from sum_tasks.configuration import defaults
+
+    configuration, tasks = (docs.DOCS / "configuration.md").read_text(), (docs.DOCS / "tasks.md").read_text()
+    for key, value in defaults().items():
+        for name in ([f"{key}.{k}" for k in value] if key == "backups" else [key]):
+            assert f"| `{name}` |" in configuration, name
+    for name in namespace().task_names:
+        assert f"\n## {name}\n" in tasks, name
+
+
+def test_readme_is_the_front_door():
+    readme = (docs.DOCS.parent / "README.md").read_text()
+    assert 100 <= len(readme.splitlines()) <= 150
+    assert "python3 -m pytest -q" in readme
+    for page in ("getting-started", "runbook", "configuration", "tasks", "architecture", "testing"):
+        assert f"docs/{page}.md" in readme, page
