@@ -242,12 +242,12 @@ def bring_back(c: Connection, site: Site, report: Report, units: list[str]) -> N
         colour_of = site.paths.unit_colour
         # The live colour first: only it gates the restore; a standby that fails only loses its instant rollback.
         for colour in sorted((colour_of(u) for u in units if colour_of(u)), key=lambda colour: colour != live):
-            answer = health.parse_answer(run(c, health.wait(site, site.paths.socket(colour)), check=False,
+            answer = health.parse_answer(run(c, health.wait(site, site.paths.colour(colour).socket), check=False,
                                              timeout=site.health_timeout + 30).stdout)
             if answer.ok:
                 step.note(f"/health/ {answer.describe()} on {colour}")
             elif colour == live:
-                raise StepError(f"/health/ on {colour}: {answer.describe()}", f"look at `journalctl -u {site.paths.gunicorn(colour)}` on the host")
+                raise StepError(f"/health/ on {colour}: {answer.describe()}", f"look at `journalctl -u {site.paths.colour(colour).unit}` on the host")
             else:
                 step.warn(f"/health/ on the standby {colour}: {answer.describe()}; a rollback will start its release afresh")
         others = [u for u in units if not colour_of(u)]

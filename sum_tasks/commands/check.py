@@ -108,8 +108,8 @@ def check_services(site: Site, sections: dict[str, str]) -> list[Check]:
         checks.append(Check("gunicorn", "fail", f"Caddy's live.sock names {state.live or 'nothing'}, but {live} runs the live release: "
                                                 "`fab rollback` or `fab release` repairs it"))
     else:
-        unit = site.paths.gunicorn(live)
-        other = "".join(f"; {c} {states.get(site.paths.gunicorn(c), 'unknown')}"
+        unit = site.paths.colour(live).unit
+        other = "".join(f"; {c} {states.get(site.paths.colour(c).unit, 'unknown')}"
                         + (f" on {state.colours[c]}" if state.colours[c] else "") for c in COLOURS if c != live)
         if states.get(unit) == "active":
             checks.append(Check("gunicorn", "ok", f"{live} live, active, release {state.current}{other}"))

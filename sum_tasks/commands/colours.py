@@ -69,12 +69,12 @@ def relink(link: str, target: str) -> str:
 
 def unlink_colour(site: Site, colour: str) -> str:
     """Shell removing `colour`'s release link (so nothing starts it again) and its .env hash."""
-    return f"rm -f {q(site.paths.colour(colour))} {q(site.paths.env_stamp(colour))}"
+    return f"rm -f {q(site.paths.colour(colour).link)} {q(site.paths.colour(colour).env_stamp)}"
 
 
 def retire_script(site: Site, colour: str) -> str:
     """Shell that stops `colour` in the background and unlinks it."""
-    return f"{systemctl('--no-block stop', site.paths.gunicorn(colour))} && {unlink_colour(site, colour)}"
+    return f"{systemctl('--no-block stop', site.paths.colour(colour).unit)} && {unlink_colour(site, colour)}"
 
 
 def clean_up(site: Site, state: ReleaseState) -> tuple[Script | None, list[str], ReleaseState]:
@@ -87,7 +87,7 @@ def clean_up(site: Site, state: ReleaseState) -> tuple[Script | None, list[str],
     live = live_colour(state)
     for colour in stale_colours(state):
         if state.active[colour]:
-            script.append(f"{systemctl('stop', paths.gunicorn(colour))} || exit 1")
+            script.append(f"{systemctl('stop', paths.colour(colour).unit)} || exit 1")
             done.append(f"stopped stale {colour}")
         if state.colours[colour]:
             script.append(unlink_colour(site, colour))
@@ -95,7 +95,7 @@ def clean_up(site: Site, state: ReleaseState) -> tuple[Script | None, list[str],
         raise ValueError(f"{paths.live_socket} is missing: this site was released by an older sum_tasks, whose Caddy "
                          "config proxies to the colours directly")
     if live and state.live != live:
-        script.append(relink(paths.live_socket, paths.socket(live)))
+        script.append(relink(paths.live_socket, paths.colour(live).socket))
         done.append(f"pointed live.sock at {live}")
         state = dataclasses.replace(state, live=live)
     for name in state.building:
@@ -107,21 +107,21 @@ def clean_up(site: Site, state: ReleaseState) -> tuple[Script | None, list[str],
 
 def start_script(site: Site, colour: str, release_dir: str) -> Script:
     """Point `colour` at the release, (re)start it, and wait for /health/ on its own socket (one round trip)."""
-    unit = site.paths.gunicorn(colour)
+    unit = site.paths.colour(colour).unit
     return Script(f"start {colour}", (
-        f"{relink(site.paths.colour(colour), release_dir)} && "
+        f"{relink(site.paths.colour(colour).link, release_dir)} && "
         f"{{ {systemctl('reset-failed', unit)} 2>/dev/null; {systemctl('restart', unit)}; }} && "
-        + wait_script(site, site.paths.socket(colour), site.health_timeout)
+        + wait_script(site, site.paths.colour(colour).socket, site.health_timeout)
     ))
 
 
 def stop_script(site: Site, colour: str) -> Script:
-    unit = site.paths.gunicorn(colour)
+    unit = site.paths.colour(colour).unit
     return Script(f"stop {colour}", f"{systemctl('stop', unit)}; {systemctl('reset-failed', unit)}; {unlink_colour(site, colour)}")
 
 
 def journal_script(site: Site, colour: str, lines: int = 15) -> Script:
-    return Script(f"journal of {colour}", f"journalctl -u {q(site.paths.gunicorn(colour))} -n {lines} --no-pager -o cat")
+    return Script(f"journal of {colour}", f"journalctl -u {q(site.paths.colour(colour).unit)} -n {lines} --no-pager -o cat")
 
 
 def switch_script(site: Site, release_dir: str, colour: str, retire: str = "", gate: bool = False, migrations: bool = True) -> Script:
@@ -137,11 +137,11 @@ def switch_script(site: Site, release_dir: str, colour: str, retire: str = "", g
     if site.celery:
         after.append(systemctl("restart", paths.celery))
     text = (f"rm -f {q(release_dir)}/.building && {relink(paths.current, release_dir)} && "
-            f"{relink(paths.live_socket, paths.socket(colour))} && echo @@switched && "
+            f"{relink(paths.live_socket, paths.colour(colour).socket)} && echo @@switched && "
             + "".join(f"{command} && " for command in after) + "echo @@migrations"
             + (f"; {migrations_script(site)}" if migrations else ""))
     if gate:
-        text = (wait_script(site, paths.socket(colour), STANDBY_TIMEOUT)
+        text = (wait_script(site, paths.colour(colour).socket, STANDBY_TIMEOUT)
                 + f'; [ "$(printf %s "$out" | tail -n 1)" = 200 ] || exit {UNHEALTHY}; ' + text)
     return Script(f"switch to {colour}", text)
 

@@ -41,7 +41,7 @@ def state_script(site: Site, migrations: str = "") -> Script:
         parts[c] = f"readlink colours/{c}"
         parts[f"{c}.env"] = f"cat colours/{c}.env"
     parts |= {
-        "active": "systemctl is-active " + " ".join(q(paths.gunicorn(c)) for c in COLOURS),
+        "active": "systemctl is-active " + " ".join(q(paths.colour(c).unit) for c in COLOURS),
         "dirs": "ls -1 releases",
         "building": "ls -1d releases/*/.building releases/.incoming-*",
         "records": "cat releases.jsonl",

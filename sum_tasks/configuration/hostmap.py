@@ -8,7 +8,6 @@ the tasks use to send those commands. ``docs/architecture.md`` shows the generat
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
@@ -33,11 +32,49 @@ CELERY_VERBS = ("start", "stop", "restart")
 class Entry(NamedTuple):
     """One path with its owner, group and mode, and what it is for."""
 
+    kind: str
     path: str
     mode: int
     owner: str
     group: str
     what: str
+
+
+class Colour(NamedTuple):
+    """One gunicorn colour's paths: the link to the release it runs, the .env hash it started with, its socket, its unit."""
+
+    link: str
+    env_stamp: str
+    socket: str
+    unit: str
+
+
+# Every path of a site: kind, path, mode, owner:group, what it is for (`HostMap.entries` fills in the names).
+# Kinds: dir (provision makes it), file, link, mirror (the first fetching release makes it), rundir (tmpfiles.d makes it).
+TABLE = """
+dir   {srv}          0755  root:root      all sites
+dir   {root}         0755  {user}:{user}  the site root
+dir   {backups}      0700  {user}:{user}  database backups, `<slug>_db_<UTC>.sql.gz|zst` and `.sha256` beside each
+dir   {static}       0755  {user}:{user}  collectstatic's output, served by Caddy at /static/
+dir   {media}        0750  {user}:{web}   uploads, served by Caddy at /media/
+dir   {releases}     0755  {user}:{user}  `<UTC>Z-<sha8>/`: one commit's files, `.venv` link, `.release.env`
+dir   {venvs}        0755  {user}:{user}  `<hash>/`: one venv per interpreter and requirements.txt
+dir   {colours}      0755  {user}:{user}  `<colour>` links to the release each colour runs, `<colour>.env` the .env hash it started with
+dir   {logs}         0755  root:root      all sites' log directories
+dir   {log_dir}      0755  {user}:{user}  the site's own log files
+file  {env}          0600  {user}:{user}  the site's secrets and settings
+link  {current}      0777  {user}:{user}  link to the live release
+link  {live_socket}  0777  {user}:{user}  link to the live colour's socket, which Caddy proxies to
+file  {records}      0644  {user}:{user}  one JSON record per release attempt
+mirror {repo}        0755  {user}:{user}  mirror of sum.repo_url (source `server`), made by the first release that fetches
+file  {lock}         0644  {user}:{user}  flock held by release, rollback, db.restore, env.*
+file  {lock_info}    0644  {user}:{user}  who holds the lock, since when, its pid
+rundir {run_dir}     0750  {user}:{web}   the colours' sockets `<colour>.sock` (0660), made by tmpfiles.d at boot
+file  {tmpfiles}     0644  root:root      makes the socket directory at boot
+file  {sudoers}      0440  root:root      the deploy user's exact root commands
+file  {backup_script} 0755 root:root      the backup script the nightly service runs
+file  {caddy_site}   0644  root:root      the site's Caddy config
+"""
 
 
 def systemctl(verb: str, unit: str) -> str:
@@ -48,164 +85,60 @@ def systemctl(verb: str, unit: str) -> str:
     return f"sudo -n {SYSTEMCTL} {verb} {shlex.quote(unit)}"
 
 
-@dataclass(frozen=True)
 class HostMap:
-    """Where one site lives on a host."""
+    """Where one site lives on a host. `root` moves the site root (only tests do, to run the backup script here)."""
 
-    site: Site
-    # Only tests move the site root (to run the backup script in a temporary directory).
-    root_override: str = ""
-
-    # ------------------------------------------------------------ the site root and what is in it
-
-    @property
-    def slug(self) -> str:
-        return self.site.site_slug
-
-    @property
-    def root(self) -> str:
-        return self.root_override or f"{SRV}/{self.slug}"
-
-    @property
-    def env(self) -> str:
-        return f"{self.root}/.env"
-
-    @property
-    def backups(self) -> str:
-        return f"{self.root}/backups"
-
-    @property
-    def static(self) -> str:
-        return f"{self.root}/static"
-
-    @property
-    def media(self) -> str:
-        return f"{self.root}/media"
-
-    @property
-    def releases(self) -> str:
-        return f"{self.root}/releases"
+    def __init__(self, site: Site, root: str = "") -> None:
+        self.site = site
+        slug = site.site_slug
+        # The site root and what is in it.
+        self.root = root or f"{SRV}/{slug}"
+        self.env = f"{self.root}/.env"
+        self.backups = f"{self.root}/backups"
+        self.static = f"{self.root}/static"
+        self.media = f"{self.root}/media"
+        self.releases = f"{self.root}/releases"
+        self.venvs = f"{self.root}/venvs"
+        self.colours = f"{self.root}/colours"
+        self.current = f"{self.root}/current"
+        self.live_socket = f"{self.root}/live.sock"  # Caddy proxies here: a link to the live colour's socket
+        self.records = f"{self.root}/releases.jsonl"
+        self.repo = f"{self.root}/repo.git"
+        self.lock = f"{self.root}/.lock"
+        self.lock_info = f"{self.root}/.lock.info"
+        # Outside it.
+        self.run_dir = f"{RUN}/{slug}"
+        self.log_dir = f"{LOGS}/{slug}"
+        self.unit_prefix = f"sum-{slug}"
+        self.backup_script = f"/usr/local/bin/{self.unit_prefix}-db"
+        self.sudoers = f"/etc/sudoers.d/{self.unit_prefix}"
+        self.tmpfiles = f"/etc/tmpfiles.d/{self.unit_prefix}.conf"
+        self.caddy_site = f"{CADDY_SITES}/{self.unit_prefix}.caddy"
+        # Units.
+        self.gunicorn_template = f"{self.unit_prefix}-gunicorn@.service"
+        self.celery = f"{self.unit_prefix}-celery.service"
+        self.backup_service = f"{self.unit_prefix}-backup.service"
+        self.backup_timer = f"{self.unit_prefix}-backup.timer"
+        self.scratch_create = f"{self.unit_prefix}-scratchdb-create.service"
+        self.scratch_drop = f"{self.unit_prefix}-scratchdb-drop.service"
 
     def release(self, release_id: str) -> str:
         return f"{self.releases}/{release_id}"
 
-    @property
-    def venvs(self) -> str:
-        return f"{self.root}/venvs"
-
     def venv(self, digest: str) -> str:
         return f"{self.venvs}/{digest}"
 
-    @property
-    def colours(self) -> str:
-        return f"{self.root}/colours"
+    def colour(self, colour: str) -> Colour:
+        return Colour(f"{self.colours}/{colour}", f"{self.colours}/{colour}.env", f"{self.run_dir}/{colour}.sock",
+                      f"{self.unit_prefix}-gunicorn@{colour}.service")
 
-    def colour(self, colour: str) -> str:
-        """The link naming the release `colour` runs."""
-        return f"{self.colours}/{colour}"
-
-    def env_stamp(self, colour: str) -> str:
-        """sha256 of the .env `colour` started with."""
-        return f"{self.colours}/{colour}.env"
-
-    @property
-    def current(self) -> str:
-        return f"{self.root}/current"
-
-    @property
-    def live_socket(self) -> str:
-        """Caddy proxies here: a link to the live colour's socket."""
-        return f"{self.root}/live.sock"
-
-    @property
-    def records(self) -> str:
-        return f"{self.root}/releases.jsonl"
-
-    @property
-    def repo(self) -> str:
-        return f"{self.root}/repo.git"
-
-    @property
-    def lock(self) -> str:
-        return f"{self.root}/.lock"
-
-    @property
-    def lock_info(self) -> str:
-        return f"{self.root}/.lock.info"
-
-    @property
-    def backup_lock(self) -> str:
-        return f"{self.backups}/.backup.lock"
-
-    # ------------------------------------------------------------ outside the site root
-
-    @property
-    def run_dir(self) -> str:
-        return f"{RUN}/{self.slug}"
-
-    def socket(self, colour: str) -> str:
-        return f"{self.run_dir}/{colour}.sock"
-
-    @property
-    def log_dir(self) -> str:
-        return f"{LOGS}/{self.slug}"
-
-    @property
-    def backup_script(self) -> str:
-        """provision installs the backup script here; the nightly service runs it."""
-        return f"/usr/local/bin/{self.unit_prefix}-db"
-
-    @property
-    def sudoers(self) -> str:
-        return f"/etc/sudoers.d/{self.unit_prefix}"
-
-    @property
-    def tmpfiles(self) -> str:
-        return f"/etc/tmpfiles.d/{self.unit_prefix}.conf"
-
-    @property
-    def caddy_site(self) -> str:
-        return f"{CADDY_SITES}/{self.unit_prefix}.caddy"
-
-    def unit_file(self, unit: str) -> str:
+    @staticmethod
+    def unit_file(unit: str) -> str:
         return f"{SYSTEMD}/{unit}"
-
-    # ------------------------------------------------------------ units
-
-    @property
-    def unit_prefix(self) -> str:
-        return f"sum-{self.slug}"
-
-    def gunicorn(self, colour: str) -> str:
-        return f"{self.unit_prefix}-gunicorn@{colour}.service"
-
-    @property
-    def gunicorn_template(self) -> str:
-        return f"{self.unit_prefix}-gunicorn@.service"
-
-    @property
-    def celery(self) -> str:
-        return f"{self.unit_prefix}-celery.service"
-
-    @property
-    def backup_service(self) -> str:
-        return f"{self.unit_prefix}-backup.service"
-
-    @property
-    def backup_timer(self) -> str:
-        return f"{self.unit_prefix}-backup.timer"
-
-    @property
-    def scratch_create(self) -> str:
-        return f"{self.unit_prefix}-scratchdb-create.service"
-
-    @property
-    def scratch_drop(self) -> str:
-        return f"{self.unit_prefix}-scratchdb-drop.service"
 
     def app_units(self) -> list[str]:
         """The units serving the site: the gunicorn colours, and celery when enabled."""
-        return [self.gunicorn(c) for c in COLOURS] + ([self.celery] if self.site.celery else [])
+        return [self.colour(c).unit for c in COLOURS] + ([self.celery] if self.site.celery else [])
 
     @staticmethod
     def unit_colour(unit: str) -> str:
@@ -216,47 +149,24 @@ class HostMap:
 
     # ------------------------------------------------------------ owners and modes
 
-    def directories(self) -> list[Entry]:
-        """The directories provision makes, in order, with exact owner and mode."""
-        user = self.site.deploy_user
-        return [
-            Entry(SRV, 0o755, "root", "root", "all sites"),
-            Entry(self.root, 0o755, user, user, "the site root"),
-            Entry(self.backups, 0o700, user, user, "database backups, `<slug>_db_<UTC>.sql.gz|zst` and `.sha256` beside each"),
-            Entry(self.static, 0o755, user, user, "collectstatic's output, served by Caddy at /static/"),
-            Entry(self.media, 0o750, user, WEB_GROUP, "uploads, served by Caddy at /media/"),
-            Entry(self.releases, 0o755, user, user, "`<UTC>Z-<sha8>/`: one commit's files, `.venv` link, `.release.env`"),
-            Entry(self.venvs, 0o755, user, user, "`<hash>/`: one venv per interpreter and requirements.txt"),
-            Entry(self.colours, 0o755, user, user, "`<colour>` links to the release each colour runs, `<colour>.env` the .env hash it started with"),
-            Entry(LOGS, 0o755, "root", "root", "all sites' log directories"),
-            Entry(self.log_dir, 0o755, user, user, "the site's own log files"),
-        ]
-
-    def files(self) -> list[Entry]:
-        """The other paths a site has, with owner and mode ('-' where a link or socket has none of its own)."""
-        user = self.site.deploy_user
+    def entries(self) -> list[Entry]:
+        """Every path of the site with its owner, group and mode (`TABLE`); directories first, in the order provision makes them."""
+        names = {**vars(self), "srv": SRV, "logs": LOGS, "web": WEB_GROUP, "user": self.site.deploy_user}
         units = [self.gunicorn_template, self.celery, self.backup_service, self.backup_timer, self.scratch_create, self.scratch_drop]
-        return [
-            Entry(self.env, 0o600, user, user, "the site's secrets and settings"),
-            Entry(self.current, 0o777, user, user, "link to the live release"),
-            Entry(self.live_socket, 0o777, user, user, "link to the live colour's socket, which Caddy proxies to"),
-            Entry(self.records, 0o644, user, user, "one JSON record per release attempt"),
-            Entry(self.repo, 0o755, user, user, "mirror of sum.repo_url (source `server`)"),
-            Entry(self.lock, 0o644, user, user, "flock held by release, rollback, db.restore, env.*"),
-            Entry(self.lock_info, 0o644, user, user, "who holds the lock, since when, its pid"),
-            Entry(self.run_dir, 0o750, user, WEB_GROUP, "the colours' sockets `<colour>.sock` (0660), made by tmpfiles.d"),
-            Entry(self.tmpfiles, 0o644, "root", "root", "makes the socket directory at boot"),
-            Entry(self.sudoers, 0o440, "root", "root", "the deploy user's exact root commands"),
-            Entry(self.backup_script, 0o755, "root", "root", "the backup script the nightly service runs"),
-            Entry(self.caddy_site, 0o644, "root", "root", "the site's Caddy config"),
-            *(Entry(self.unit_file(u), 0o644, "root", "root", "systemd unit") for u in units),
-        ]
+        rows = [line.split(None, 4) for line in TABLE.strip().splitlines()]
+        rows += [["file", self.unit_file(u), "0644", "root:root", "systemd unit"] for u in units]
+        return [Entry(kind, path.format(**names), int(mode, 8), *owner.format(**names).split(":"), what)
+                for kind, path, mode, owner, what in rows]
+
+    def directories(self) -> list[Entry]:
+        """The directories provision makes, in order."""
+        return [e for e in self.entries() if e.kind == "dir"]
 
     # ------------------------------------------------------------ root commands
 
     def sudo_rules(self) -> list[tuple[str, str]]:
         """(verb, unit): everything the deploy user may run as root. Nothing else, no wildcard."""
-        rules = [(verb, self.gunicorn(c)) for c in COLOURS for verb in COLOUR_VERBS]
+        rules = [(verb, self.colour(c).unit) for c in COLOURS for verb in COLOUR_VERBS]
         if self.site.celery:
             rules += [(verb, self.celery) for verb in CELERY_VERBS]
         return rules + [("start", unit) for unit in (self.backup_service, self.scratch_create, self.scratch_drop)]
@@ -269,7 +179,7 @@ class HostMap:
     def table(self) -> str:
         """Every path as a markdown table (``docs/architecture.md``)."""
         rows = ["| path | owner:group | mode | what |", "| --- | --- | --- | --- |"]
-        for e in self.directories() + self.files():
-            mode = "link" if e.mode == 0o777 else format(e.mode, "04o")
+        for e in self.entries():
+            mode = "link" if e.kind == "link" else format(e.mode, "04o")
             rows.append(f"| `{e.path}` | {e.owner}:{e.group} | {mode} | {e.what} |")
         return "\n".join(rows) + "\n"

@@ -15,6 +15,7 @@ import keyword
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from invoke.exceptions import Exit
@@ -239,7 +240,7 @@ class Site:
     def primary_domain(self) -> str:
         return self.domains[0]
 
-    @property
+    @cached_property
     def paths(self) -> HostMap:
         """Every path, unit and root command of this site on a host."""
         return HostMap(self)

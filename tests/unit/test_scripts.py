@@ -48,7 +48,7 @@ SAMPLES = {
     "envfile.remove_script": lambda s: [envfile.remove_script(s.paths.env + ".sum-AbC")],
     "facts.os_release_script": lambda s: [facts.os_release_script()],
     "facts.facts_script": lambda s: [facts.facts_script(s)],
-    "health.wait": lambda s: [health.wait(s), health.wait(s, s.paths.socket("blue"), 3)],
+    "health.wait": lambda s: [health.wait(s), health.wait(s, s.paths.colour("blue").socket, 3)],
     "health.smoke": lambda s: [health.smoke(s)],
     "journal.journal_script": lambda s: [journal.journal_script(s, service, 50, follow)
                                          for service in ("app", "caddy", "celery", "backup") for follow in (False, True)],
