@@ -28,6 +28,7 @@ from ..commands.backup import (
     format_size,
     migrate_verdict,
     newest_verified,
+    parse_backup_time,
     parse_counts,
     parse_list,
     records,
@@ -117,6 +118,8 @@ def download_dir(c: Context, site: Site, to: str = "") -> Path:
 def download_backup(c: Connection, site: Site, report: Report, item: Backup, dest: Path) -> Path:
     """Copy a backup here, check its sha256 against the one taken on the host, keep it with its checksum file."""
     name = item.path.rsplit("/", 1)[-1]
+    if parse_backup_time(site, name) is None:
+        raise StepError(f"the host named the backup {name!r}, which is not a backup name of this site: nothing downloaded")
     with report.step("download") as step:
         fresh = not dest.parent.exists()
         dest.mkdir(mode=0o700, parents=True, exist_ok=True)

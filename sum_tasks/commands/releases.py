@@ -15,6 +15,8 @@ from ..configuration import Site
 from .envfile import in_site_env, site_psql
 from .script import Script, q
 
+LOCK_TIMEOUT = "10s"
+
 REF_RE = re.compile(r"^(?!-)(?!.*\.\.)(?!.*@\{)(?!.*//)[A-Za-z0-9._/@+-]{1,200}(?<![./])(?<!\.lock)$")
 
 
@@ -239,8 +241,13 @@ def freeze_script(venv: str) -> Script:
 
 
 def manage_script(site: Site, release_dir: str, mode: str) -> Script:
-    """`MANAGE_SCRIPT` in the release with the site's environment: ``check``, ``apply`` (migrate, collectstatic) or ``ahead``."""
-    return Script(f"manage.py ({mode})", f"{in_site_env(site, release_dir)} && exec .venv/bin/python -c {q(MANAGE_SCRIPT)} {q(mode)}")
+    """`MANAGE_SCRIPT` in the release with the site's environment: ``check``, ``apply`` (migrate, collectstatic) or ``ahead``.
+
+    Every statement waits at most `LOCK_TIMEOUT` for a lock: a migration stuck behind a running pg_dump
+    would otherwise hold every query of the live site behind it; it fails instead, and the release with it.
+    """
+    return Script(f"manage.py ({mode})", f"{in_site_env(site, release_dir)} && export PGOPTIONS={q(f'-c lock_timeout={LOCK_TIMEOUT}')} && "
+                                         f"exec .venv/bin/python -c {q(MANAGE_SCRIPT)} {q(mode)}")
 
 
 def changed_files_script(site: Site, old: str, new: str) -> Script:

@@ -154,8 +154,11 @@ def validate_identifier(key: str, value: Any, dotted: bool = False) -> str:
 
 
 def _repo_url(key: str, value: Any) -> str:
+    if isinstance(value, str) and value.startswith("-"):
+        raise ConfigError(key, "must not start with '-' (git would read it as an option)", value)
     url = _match(REPO_RE, "must be a git URL (https://, ssh://, file://, user@host:path) or an absolute path")(key, value)
-    if re.search(r"://[^/@]*:[^/@]*@", url):
+    # A user before '@' is fine for ssh (git@host); anything else there is a password or a token, which every local user sees in `ps`.
+    if re.search(r"://[^/@]*:[^/@]*@", url) or re.match(r"^(?:https?|git|file)://[^/@]*@", url):
         raise ConfigError(key, "must not hold a password or token (it would show in process lists): give the server a deploy key")
     return url
 

@@ -17,11 +17,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import paramiko
 from fabric import Connection
 from invoke.exceptions import Exit
 
 from ..commands.script import Result, Script, q
 from .output import StepError
+from .trust import UnknownHostKey
 
 TAIL = 15
 
@@ -50,6 +52,12 @@ def connect(c: Connection) -> Connection:
         return c
     try:
         c.open()
+    except paramiko.BadHostKeyException as err:
+        raise Exit(f"refusing {host_label(c)}: its SSH host key has CHANGED (it offers {err.key.get_name()} {err.key.fingerprint}, "
+                   f"known_hosts has {err.expected_key.fingerprint}). Someone may be in the middle; if the host was rebuilt, "
+                   "check the new key against the provider's console and replace the old line in known_hosts.", code=1) from None
+    except UnknownHostKey as err:
+        raise Exit(f"refusing {host_label(c)}: {err}", code=1) from None
     except Exception as err:  # noqa: BLE001 (socket, DNS and SSH errors all mean the same to the operator)
         raise Exit(f"cannot connect to {host_label(c)}: {type(err).__name__}: {err}. Check the host, the user and the key.", code=1) from None
     sock = c.client.get_transport().sock

@@ -15,6 +15,7 @@ from invoke.exceptions import Exit
 
 from ..configuration import Site, load_site
 from .runner import host_label
+from .trust import trust
 
 T = TypeVar("T")
 LOCAL_NAMES = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
@@ -56,8 +57,13 @@ def targets(c: Context, role: str = "deploy", destructive: bool = False) -> Iter
         for conn in connections:
             if is_local(conn.host):
                 raise Exit(f"refusing a destructive task against this machine ({conn.host}): name the server with -H or sum.hosts", code=2)
+    if role == "deploy":
+        for conn in connections:
+            if conn.user == "root":
+                raise Exit(f"refusing to run as root on {host_label(conn)}: connect as the deploy user ({site.deploy_user}@...), "
+                           "so nothing root-owned lands in the site's files (only provision and check run as root)", code=2)
     for conn in connections:
-        yield conn, site
+        yield trust(conn), site
 
 
 def one_by_one(c: Context, role: str, action: Callable[[Connection, Site], str], what: str) -> None:

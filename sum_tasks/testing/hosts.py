@@ -134,11 +134,21 @@ class TestHost:
                             "allow_agent": False},
         )
 
-    def ssh_config(self, alias: str, user: str = "root") -> str:
-        """An OpenSSH client config block naming this host `alias`."""
+    @property
+    def known_hosts(self) -> Path:
+        """This host's SSH host keys as a known_hosts file (written once it is up)."""
+        return self.workdir / "known_hosts"
+
+    def record_host_keys(self) -> None:
+        """Write the host's own public host keys to `known_hosts`, read on the host as a provider's console shows them."""
+        keys = self.ssh("cat /etc/ssh/ssh_host_*_key.pub").stdout.splitlines()
+        self.known_hosts.write_text("".join(f"{self.ip} {' '.join(k.split()[:2])}\n" for k in keys if k.strip()))
+
+    def ssh_config(self, alias: str, user: str = "root", strict: str = "yes") -> str:
+        """An OpenSSH client config block naming this host `alias`, its host keys checked against `known_hosts`."""
         return (f"Host {alias}\n    HostName {self.ip}\n    User {user}\n"
                 f"    IdentityFile {self.key_path}\n    IdentitiesOnly yes\n"
-                "    StrictHostKeyChecking no\n    UserKnownHostsFile /dev/null\n")
+                f"    StrictHostKeyChecking {strict}\n    UserKnownHostsFile {self.known_hosts}\n")
 
     def shutdown(self) -> None:
         """Power the host off and remove its netns, veth, cgroups and workdir; safe to call twice."""
@@ -211,6 +221,7 @@ class TestHost:
             answer = result.stdout.strip()
             if answer in ("running", "degraded"):
                 self.state = answer
+                self.record_host_keys()
                 return
             last = answer or (result.stderr.strip().splitlines() or ["?"])[-1]
             time.sleep(0.25)
