@@ -9,7 +9,7 @@ installs the same script for the nightly timer. The protocol between it and Pyth
 - Results are lines ``TAG key=value ...`` on stdout, TAG upper case (`records`, `first`):
   ``BACKUP file= size= sha256= format= dump_seconds= verify_seconds=``;
   ``VERIFIED format= size= sha256= seconds=``; ``RESTORED db= seconds=``; ``PRUNED <name>``;
-  ``STOPPED <unit>``, ``STARTED <unit>``, ``START_FAILED <unit>``; ``MIGRATE rc=`` (or ``MIGRATE skipped``).
+  ``STOPPED <unit>``, ``STARTED <unit>``, ``START_FAILED <unit>``; ``WAITING <lock>`` (another backup holds it); ``MIGRATE rc=`` (or ``MIGRATE skipped``).
 - ``list`` prints ``@@now`` (the host's clock), ``@@files`` (name, size, mtime, checksum, re-hashed
   checksum; tab-separated, ``-`` for none), ``@@service`` and ``@@timer`` (``systemctl show`` lines).
 - ``counts DB`` prints ``table<TAB>rows`` lines.
@@ -294,7 +294,9 @@ def restore_notes(stdout: str) -> list[str]:
     """What the script did, in order: units stopped, the safety backup, the restore, units started."""
     notes = []
     for tag, rest in records(stdout):
-        if tag in ("STOPPED", "STARTED", "START_FAILED"):
+        if tag == "WAITING":
+            notes.append("waited for a running backup to finish, the app still serving")
+        elif tag in ("STOPPED", "STARTED", "START_FAILED"):
             notes.append(f"{tag.lower().replace('_', ' ')} {rest}")
         elif tag == "BACKUP":
             info = fields(rest)

@@ -12,21 +12,43 @@ CADDYFILE = "/etc/caddy/Caddyfile"
 CADDY_IMPORT = f"import {CADDY_SITES}/*.caddy"
 CADDY_VALIDATE = f"runuser -u caddy -- caddy validate --config {CADDYFILE} --adapter caddyfile"
 CADDY_RELOAD = "systemctl reload-or-restart caddy"
+# The admin API only on a unix socket in a directory only Caddy can enter: no app (no local user) reaches it,
+# while `systemctl reload caddy` (run as caddy) still does.
+ADMIN_DIR = "/run/caddy"
+ADMIN_SOCKET = f"{ADMIN_DIR}/admin.sock"
+ADMIN_LINE = f"\tadmin unix/{ADMIN_SOCKET}\n"
+ADMIN_TMPFILES = "/etc/tmpfiles.d/sum-caddy-admin.conf"
+# The first reload after moving the admin API must reach it where it still is (Caddy's reload reads the new address).
+MOVE_ADMIN = f"runuser -u caddy -- caddy reload --config {CADDYFILE} --adapter caddyfile --address localhost:2019"
 
 
-def caddyfile_with_import(text: str) -> str:
-    """The main Caddyfile with the sites-enabled import, after any global options block."""
+def main_caddyfile(text: str) -> str:
+    """The main Caddyfile with the admin API on `ADMIN_SOCKET` and the sites-enabled import; everything else kept.
+
+    The admin line goes first in the global options block (one is added when there is none, and any other
+    ``admin`` setting is replaced); the import goes right after that block.
+    """
     lines = text.splitlines(keepends=True)
-    if any(line.strip() == CADDY_IMPORT for line in lines):
-        return text
-    at = 0
-    meaningful = [i for i, line in enumerate(lines) if line.strip() and not line.lstrip().startswith("#")]
-    if meaningful and lines[meaningful[0]].strip() == "{":
-        closing = next((i for i in range(meaningful[0] + 1, len(lines)) if lines[i].rstrip() == "}"), None)
-        at = closing + 1 if closing is not None else 0
     if lines and not lines[-1].endswith("\n"):
         lines[-1] += "\n"
-    lines.insert(at, CADDY_IMPORT + "\n\n" if at == 0 else "\n" + CADDY_IMPORT + "\n")
+    meaningful = [i for i, line in enumerate(lines) if line.strip() and not line.lstrip().startswith("#")]
+    if meaningful and lines[meaningful[0]].strip() == "{":
+        start = meaningful[0]
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].rstrip() == "}"), len(lines))
+        body, depth = [], 0
+        for line in lines[start + 1:end]:
+            words = line.split()
+            if depth or (words and words[0] == "admin"):
+                depth += line.count("{") - line.count("}")
+                continue
+            body.append(line)
+        lines[start:end + 1] = ["{\n", ADMIN_LINE, *body, "}\n"]
+        end = start + len(body) + 3
+    else:
+        lines[0:0] = ["{\n", ADMIN_LINE, "}\n", "\n"]
+        end = 3
+    if not any(line.strip() == CADDY_IMPORT for line in lines):
+        lines[end:end] = ["\n", CADDY_IMPORT + "\n"]
     return "".join(lines)
 
 
@@ -36,8 +58,12 @@ def caddy_ops(site: Site, facts: Facts, project_dir: str = "") -> list[Op]:
         Op("caddy in the sockets' group", in_group.check, in_group.apply),
         dirs_op("caddy sites-enabled", [(CADDY_SITES, 0o755, "root", "root")]),
         file_op(
-            "caddy imports sites-enabled", CADDYFILE, caddyfile_with_import(facts.caddyfile),
-            validate_installed=CADDY_VALIDATE, then=CADDY_RELOAD,
+            "caddy admin socket directory", ADMIN_TMPFILES, f"# Managed by sum_tasks: Caddy's admin API socket, for Caddy only.\nd {ADMIN_DIR} 0750 caddy caddy -\n",
+            then=f"systemd-tmpfiles --create {ADMIN_TMPFILES}",
+        ),
+        file_op(
+            "caddy main config (admin socket, sites-enabled)", CADDYFILE, main_caddyfile(facts.caddyfile),
+            validate_installed=CADDY_VALIDATE, then=f"{CADDY_RELOAD} || {MOVE_ADMIN}",
         ),
         file_op(
             "caddy site", site.paths.caddy_site, render("site.caddy.j2", {"site": site}, project_dir),

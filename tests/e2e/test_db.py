@@ -3,6 +3,7 @@
 import hashlib
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -129,6 +130,24 @@ def test_round_trip_restores_the_data_exactly(site):
     assert "restored in" in out and "one transaction" in out
     assert re.search(r"/health/ HTTP 200 ok .*on (blue|green)", out), out
     assert f"stopped sum-acme-gunicorn@{colours[0]}.service" in out
+    assert site.live_colours() == colours and site.healthy()
+
+
+def test_a_restore_meeting_a_running_backup_waits_with_the_site_up(site):
+    name = site.backups()[-1]
+    colours = site.live_colours()
+    # The backups' lock, held as a running backup holds it, for 6 s.
+    site.host.ssh("nohup flock /srv/sum/acme/backups/.backup.lock sleep 6 >/dev/null 2>&1 </dev/null &", user="deploy")
+    time.sleep(0.5)
+    started = time.monotonic()
+    restore = subprocess.Popen([site.client.python, "-m", "fabric", "db.restore", "--file", name, "--i-know-this-will-overwrite"],
+                               cwd=site.client.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+    while time.monotonic() - started < 4:
+        assert site.live_colours() == colours, "the app stopped while the restore waited for the backup"
+        time.sleep(0.3)
+    out = restore.communicate(timeout=300)[0]
+    assert restore.returncode == 0, out
+    assert time.monotonic() - started > 5 and "waited for a running backup to finish, the app still serving" in out
     assert site.live_colours() == colours and site.healthy()
 
 

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 
 import pytest
-from e2e_support import live_colour, site_config
+from e2e_support import as_app, live_colour, site_config
 from site_repo import build_site_repo
 
 from sum_tasks.testing.client import Client, make_client
@@ -73,6 +73,32 @@ def test_check_passes_on_a_healthy_site(site):
     # As the deploy user the firewall cannot be read: a warning, not a failure.
     as_deploy = site.client.fab("-H", "deploy@vps", "check")
     assert site.checks(as_deploy.stdout)["firewall"][0] == "warn"
+
+
+def test_the_app_cannot_reach_caddys_admin_api_and_reloads_still_work(site):
+    unit = f"sum-acme-gunicorn@{site.live_colour()}.service"
+    assert as_app(site.host, unit, "id -u").stdout.strip() == site.host.ssh("id -u deploy").stdout.strip()
+    # Over TCP: nothing listens on Caddy's default admin port any more.
+    tcp = as_app(site.host, unit, "curl -sS -m 5 http://localhost:2019/config/; echo rc=$?")
+    assert "rc=7" in tcp.stdout + tcp.stderr, tcp
+    assert site.host.ssh("ss -Hltn 'sport = :2019'").stdout.strip() == ""
+    # Over its unix socket: the app cannot even reach the directory it is in.
+    unix = as_app(site.host, unit, "curl -sS -m 5 --unix-socket /run/caddy/admin.sock http://caddy/config/; echo rc=$?")
+    assert "rc=7" in unix.stdout + unix.stderr and "config" not in unix.stdout.split("rc=")[0], unix
+    assert as_app(site.host, unit, "ls /run/caddy").returncode != 0
+    # Caddy itself still takes reloads there: the socket answers for caddy, and a changed site file reloads.
+    assert site.host.ssh("runuser -u caddy -- curl -s -o /dev/null -w '%{http_code}' --unix-socket /run/caddy/admin.sock "
+                         "http://caddy/config/").stdout == "200"
+    site.client.configure(site_config(site.host, health_timeout=10, domains=["acme.test", "www.acme.test", "shop.acme.test"]))
+    try:
+        out = site.client.fab("provision").stdout
+        assert re.search(r"changed\s+caddy site", out), out
+        served = site.host.ssh("curl -sk -o /dev/null -w '%{http_code}' --resolve shop.acme.test:443:127.0.0.1 "
+                               "https://shop.acme.test/health/").stdout
+        assert served == "200"
+    finally:
+        site.client.configure(site_config(site.host, health_timeout=10))
+        site.client.fab("provision")
 
 
 def test_check_on_several_hosts_in_parallel(site):

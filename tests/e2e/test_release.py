@@ -105,6 +105,36 @@ def test_good_release_under_load_reuses_the_venv(site):
     assert site.host.ssh("stat -c '%a %U %G' /run/sum/acme/*.sock").stdout.split() == ["660", "deploy", "www-data"] * 2
 
 
+HOLD_TABLE = ('set -a; . /srv/sum/acme/.env; set +a; export PGPASSWORD="$DJANGO_DB_PASSWORD"; '
+              'psql -X -q -h "$DJANGO_DB_HOST" -p "$DJANGO_DB_PORT" -U "$DJANGO_DB_USER" -d "$DJANGO_DB_NAME" '
+              '-c BEGIN -c "LOCK TABLE notes_note IN ACCESS SHARE MODE" -c "SELECT pg_sleep(45)"')
+LOCKS = ("runuser -u postgres -- psql -XqAt -d acme -c \"SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+         "WHERE c.relname = 'notes_note' AND l.granted AND l.pid IN (SELECT pid FROM pg_stat_activity WHERE query LIKE '%pg_sleep(45)%')\"")
+
+
+def test_a_migration_stuck_behind_a_lock_fails_fast_and_the_old_release_serves(site):
+    before = site.live_sha()
+    # A transaction holding the table v2's migration alters, as a long pg_dump holds every table.
+    holder = subprocess.Popen(["ssh", "-F", str(site.client.path / "ssh_config"), "deploy@vps", HOLD_TABLE],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while site.host.ssh(LOCKS).stdout.strip() in ("", "0"):
+            assert time.monotonic() < deadline, "the lock holder never held the table"
+            time.sleep(0.2)
+        started = time.monotonic()
+        with site.load() as load:
+            out = site.release("v2", check=False)
+        assert out.returncode == 1 and "lock timeout" in out.stdout + out.stderr, out.stdout + out.stderr
+        assert time.monotonic() - started < 40
+    finally:
+        holder.kill()
+        site.host.ssh("runuser -u postgres -- psql -XqAt -c \"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE query LIKE '%pg_sleep(45)%' AND pid <> pg_backend_pid()\"", check=False)
+    assert_no_drops(load)
+    assert site.live_sha() == before
+
+
 def test_pending_migrations_take_a_backup_first(site):
     out = site.release("v2")
     assert "1 pending migrations" in out.stdout

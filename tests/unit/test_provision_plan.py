@@ -8,7 +8,7 @@ import pytest
 
 from sum_tasks.commands.facts import Facts, OsRelease, loopback_only, parse_os_release, ufw_converged
 from sum_tasks.configuration import load_site
-from sum_tasks.operations.caddy import CADDY_IMPORT, caddyfile_with_import
+from sum_tasks.operations.caddy import ADMIN_LINE, CADDY_IMPORT, main_caddyfile
 from sum_tasks.operations.packages import caddy_from_official_repo, package_ops
 from sum_tasks.operations.plan import host_plan
 from sum_tasks.operations.postgresql import db_sql
@@ -48,12 +48,17 @@ def test_sudoers_file_passes_visudo(site, tmp_path):
     assert "deploy ALL=(root) NOPASSWD: SUM_ACME_KITCHENS" in path.read_text()
 
 
-def test_caddyfile_import_is_inserted_once():
-    assert caddyfile_with_import("").startswith(CADDY_IMPORT)
-    with_global = "{\n\temail a@b.example\n}\n\n:80 {\n}\n"
-    out = caddyfile_with_import(with_global)
+def test_main_caddyfile_moves_the_admin_api_and_imports_the_sites_once():
+    bare = main_caddyfile(":80 {\n\troot * /usr/share/caddy\n}\n")
+    assert bare.startswith("{\n" + ADMIN_LINE + "}\n") and bare.index(CADDY_IMPORT) < bare.index(":80")
+    with_global = "# operator's note\n{\n\temail a@b.example\n\tadmin localhost:2019\n}\n\n:80 {\n}\n"
+    out = main_caddyfile(with_global)
+    assert out.count("\tadmin ") == 1 and ADMIN_LINE in out and "email a@b.example" in out and out.startswith("# operator's note\n{")
     assert out.index(CADDY_IMPORT) > out.index("email") and out.index(CADDY_IMPORT) < out.index(":80")
-    assert caddyfile_with_import(out) == out
+    block = main_caddyfile("{\n\tadmin 0.0.0.0:2019 {\n\t\torigins x\n\t}\n\tdebug\n}\n")
+    assert "0.0.0.0" not in block and "origins" not in block and "\tdebug\n" in block and ADMIN_LINE in block
+    for text in (bare, out, block, main_caddyfile("")):
+        assert main_caddyfile(text) == text
 
 
 UFW_OK = """Status: active
@@ -98,7 +103,7 @@ def test_plan_has_every_step_in_order(site):
     expected = ["services enabled and running", "deploy user deploy", "deploy not in sudo group", "sudoers rule", "firewall (ufw)",
                 "redis bound to loopback", "redis answers on loopback only", "site directories", ".env",
                 "postgresql role and database", "gunicorn unit", "socket directory", "no celery unit", "units enabled", "live.sock names the live colour",
-                "caddy in the sockets' group", "caddy sites-enabled", "caddy imports sites-enabled", "caddy site"]
+                "caddy in the sockets' group", "caddy sites-enabled", "caddy main config (admin socket, sites-enabled)", "caddy site"]
     assert [n for n in names if n in expected] == expected
 
 
