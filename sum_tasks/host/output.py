@@ -91,6 +91,10 @@ class Report:
             step.status = "FAILED"
             self._line(step, started)
             raise
+        except Exit as err:
+            step.status = "FAILED"
+            self._line(step, started)
+            raise StepFailed(self.host, name, str(err.message or f"exit status {err.code}")) from None
         except Exception as err:  # noqa: BLE001 (any error becomes a failure naming host and step)
             step.status = "FAILED"
             self._line(step, started)

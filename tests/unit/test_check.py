@@ -352,3 +352,16 @@ def test_logs_validates_before_connecting(site_config):
         logs.logs(ctx, lines="many")
     with pytest.raises(Exit, match="--service"):
         logs.logs(ctx, service="db")
+
+
+def test_a_host_that_refuses_the_connection_is_a_failed_check_with_the_reason(site):
+    class Unreachable:
+        user, host, original_host, config, is_connected = "root", "gone", "gone", SimpleNamespace(), False
+
+        def open(self):
+            raise ConnectionRefusedError("[Errno 111] Connection refused")
+
+    stream = io.StringIO()
+    checks = check_task.check_host(Unreachable(), site, stream)
+    assert [(c.name, c.status) for c in checks] == [("host", "fail")]
+    assert "cannot connect to root@gone: ConnectionRefusedError" in checks[0].detail
