@@ -38,6 +38,11 @@ Tags (the first line of each is the contract the tests rely on):
     ``manage.py`` commands (migrate, check) still work, because the URLconf only
     raises when gunicorn is loaded. Requirements identical to v2.
 
+``secure``
+    v2 with Django's deployment checklist on: ``SECURE_SSL_REDIRECT``, HSTS (with subdomains and
+    preload), secure cookies. A request that does not say it came over HTTPS (``X-Forwarded-Proto``)
+    is redirected, so a probe without Caddy's headers gets a 301. Requirements identical to v2.
+
 ``main`` points at v3-reqs (v1 -> v1.2 -> v2 -> v3-reqs); each bad tag sits on
 its own branch ``variants/<tag>`` forked from v2, so a plain clone fetches
 every tag. Author, committer, tagger and dates are fixed, and git runs without
@@ -66,7 +71,7 @@ SITE_SOURCE = Path(__file__).resolve().parents[1] / "examples" / "client"
 
 GOOD_TAGS = ("v1", "v1.2", "v2", "v3-reqs")
 BAD_TAGS = ("bad-migration", "bad-import", "bad-health", "bad-urls")
-TAGS = GOOD_TAGS + BAD_TAGS
+TAGS = GOOD_TAGS + BAD_TAGS + ("secure",)
 
 # The text of the page's <h1 id="heading"> at each tag.
 HEADINGS = {
@@ -253,6 +258,15 @@ def _bad_urls(repo: _Repo) -> None:
     )
 
 
+def _secure(repo: _Repo) -> None:
+    repo.replace(
+        "examplesite/settings/production.py",
+        'SILENCED_SYSTEM_CHECKS = ["security.W004", "security.W008"]\n',
+        "SECURE_SSL_REDIRECT = True\nSECURE_HSTS_SECONDS = 31536000\nSECURE_HSTS_INCLUDE_SUBDOMAINS = True\n"
+        "SECURE_HSTS_PRELOAD = True\nSECURE_CONTENT_TYPE_NOSNIFF = True\nX_FRAME_OPTIONS = \"DENY\"\n",
+    )
+
+
 _LINE = [
     ("v1.2", _v1_2, "Revise the page heading"),
     ("v2", _v2, "Add Note.pinned (migration 0002)"),
@@ -263,6 +277,7 @@ _VARIANTS = [
     ("bad-import", _bad_import, "Break the WSGI module's imports"),
     ("bad-health", _bad_health, "Make /health/ report unhealthy"),
     ("bad-urls", _bad_urls, "Break the URLconf under gunicorn"),
+    ("secure", _secure, "Django's deployment checklist: SSL redirect, HSTS, secure cookies"),
 ]
 
 

@@ -11,7 +11,7 @@ from ..configuration import COLOURS, Site
 from . import backup as backups
 from .colours import live_colour
 from .facts import REDIS_PORT, allowed_ports, loopback_only, ufw_converged
-from .health import curl_health, parse_health
+from .health import curl_health, parse_answer
 from .script import Script, q, sections
 from .state import state_from
 
@@ -124,8 +124,7 @@ def check_services(site: Site, sections: dict[str, str]) -> list[Check]:
 
 def check_health(section: str, release_env: str) -> Check:
     """/health/ through Caddy: 200 ok is ok, 200 degraded a warning, anything else a failure; the SHA should be the live one's."""
-    body, _, code = section.rstrip("\n").rpartition("\n")
-    health = parse_health(int(code) if code.strip().isdigit() else 0, body)
+    health = parse_answer(section)
     live_sha = next((line.split("=", 1)[1].strip() for line in release_env.splitlines() if line.startswith("GIT_SHA=")), "")
     detail = health.describe()
     if not health.ok:

@@ -17,6 +17,7 @@ class Health:
     status: str
     sha: str
     body: str
+    location: str = ""
 
     @property
     def ok(self) -> bool:
@@ -26,10 +27,12 @@ class Health:
     def describe(self) -> str:
         if self.code == 0:
             return "no answer"
+        if 300 <= self.code < 400:
+            return f"HTTP {self.code} redirect to {self.location or '(no Location)'}"
         return f"HTTP {self.code} {self.status or '(no status)'}" + (f" at {self.sha[:12]}" if self.sha else "")
 
 
-def parse_health(code: int, body: str) -> Health:
+def parse_health(code: int, body: str, location: str = "") -> Health:
     try:
         data = json.loads(body)
     except ValueError:
@@ -37,21 +40,29 @@ def parse_health(code: int, body: str) -> Health:
     if not isinstance(data, dict):
         data = {}
     version = data.get("version") if isinstance(data.get("version"), dict) else {}
-    return Health(code, str(data.get("status") or ""), str(version.get("git_sha") or ""), body)
+    return Health(code, str(data.get("status") or ""), str(version.get("git_sha") or ""), body, location)
+
+
+def proxy_headers(site: Site) -> str:
+    """curl arguments for the headers Caddy's reverse_proxy sends the app, so a probe on a colour's socket is seen as
+    real traffic is (an app with ``SECURE_SSL_REDIRECT`` and ``SECURE_PROXY_SSL_HEADER`` answers it, not redirects it)."""
+    scheme = "http" if site.tls == "off" else "https"
+    return (f"-H {q('X-Forwarded-Proto: ' + scheme)} -H 'X-Forwarded-For: 127.0.0.1' "
+            f"-H {q('X-Forwarded-Host: ' + site.primary_domain)}")
 
 
 def curl_target(site: Site, path: str, socket: str | None = None) -> str:
     """curl arguments reaching `path` on a colour's socket, or through Caddy on the host itself (no DNS needed)."""
     host = site.primary_domain
     if socket:
-        return f"--unix-socket {q(socket)} http://{host}{path}"
+        return f"{proxy_headers(site)} --unix-socket {q(socket)} http://{host}{path}"
     scheme, port = ("http", 80) if site.tls == "off" else ("https", 443)
     return f"-k --resolve {q(f'{host}:{port}:127.0.0.1')} {scheme}://{host}{path}"
 
 
 def curl_health(site: Site, socket: str | None = None, timeout: float = 5.0) -> str:
-    """The curl command that prints the body, a newline and the HTTP code of /health/."""
-    return f"curl -sS -m {timeout:g} -o - -w '\\n%{{http_code}}' {curl_target(site, '/health/', socket)}"
+    """The curl command that prints the body of /health/, then a line with the redirect's Location (or nothing), then the HTTP code."""
+    return f"curl -sS -m {timeout:g} -o - -w '\\n%{{redirect_url}}\\n%{{http_code}}' {curl_target(site, '/health/', socket)}"
 
 
 def curl_smoke(site: Site, path: str) -> str:
@@ -84,8 +95,9 @@ def wait(site: Site, socket: str | None = None, timeout: float | None = None) ->
 
 def parse_answer(stdout: str) -> Health:
     """The `Health` in the output of `curl_health` or `wait_script`."""
-    body, _, code = stdout.rpartition("\n")
-    return parse_health(int(code) if code.strip().isdigit() else 0, body)
+    rest, _, code = stdout.rstrip("\n").rpartition("\n")
+    body, _, location = rest.rpartition("\n")
+    return parse_health(int(code) if code.strip().isdigit() else 0, body, location.strip())
 
 
 def socket_colour(target: str) -> str:

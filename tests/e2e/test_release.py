@@ -280,6 +280,22 @@ def test_hooks_run_and_a_failing_pre_switch_hook_fails_the_release(site):
     site.release("v2")
 
 
+def test_production_settings_with_ssl_redirect_release_and_roll_back(site):
+    with site.load() as load:
+        out = site.release("secure")
+    assert_no_drops(load)
+    assert site.live_sha() == site.tags["secure"], out.stdout
+    live, standby, _ = site.colours()
+    # The app redirects a request that does not say it came over HTTPS: the health gate passed because it sends what Caddy sends.
+    bare = site.host.ssh(f"curl -s -o /dev/null -w '%{{http_code}} %{{redirect_url}}' --unix-socket /run/sum/acme/{live}.sock "
+                         "http://acme.test/health/").stdout
+    assert bare == "301 https://acme.test/health/"
+    with site.load() as load:
+        back = site.client.fab("rollback")
+    assert_no_drops(load)
+    assert site.live_sha() == site.tags["v2"] and f"switch to {standby} (warm standby)" in back.stdout
+
+
 def test_server_fetches_the_repo_itself(site):
     site.client.configure({**site_config(site.host), "repo_url": "file:///srv/git/site.git"})
     out = site.client.fab("release", "--ref", "v2", "--source", "server")

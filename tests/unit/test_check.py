@@ -38,7 +38,7 @@ SECTIONS = {
     "green": "",
     "active": "active\ninactive\ninactive\nactive\n",
     "release_env": f"GIT_SHA={SHA}\nSUM_RELEASE_ID={RELEASE}\n",
-    "health": HEALTH % ("ok", SHA, RELEASE) + "\n200\n",
+    "health": HEALTH % ("ok", SHA, RELEASE) + "\n\n200\n",
     "env_stat": "600 deploy deploy\n",
     "ufw": UFW,
     "ssh_ports": "22\n",
@@ -140,10 +140,10 @@ def test_caddy_down_fails(site):
 
 
 @pytest.mark.parametrize("section,status,words", [
-    (HEALTH % ("ok", SHA, RELEASE) + "\n200\n", "ok", "HTTP 200 ok at 1f8176581ced"),
-    (HEALTH % ("degraded", SHA, RELEASE) + "\n200\n", "warn", "HTTP 200 degraded"),
-    (HEALTH % ("unhealthy", SHA, RELEASE) + "\n503\n", "fail", "HTTP 503 unhealthy"),
-    (HEALTH % ("ok", "b" * 40, RELEASE) + "\n200\n", "warn", "but the live release is 1f8176581ced"),
+    (HEALTH % ("ok", SHA, RELEASE) + "\n\n200\n", "ok", "HTTP 200 ok at 1f8176581ced"),
+    (HEALTH % ("degraded", SHA, RELEASE) + "\n\n200\n", "warn", "HTTP 200 degraded"),
+    (HEALTH % ("unhealthy", SHA, RELEASE) + "\n\n503\n", "fail", "HTTP 503 unhealthy"),
+    (HEALTH % ("ok", "b" * 40, RELEASE) + "\n\n200\n", "warn", "but the live release is 1f8176581ced"),
     ("\n000\n", "fail", "no answer"),
     ("<html>Bad gateway</html>\n502\n", "fail", "HTTP 502 (no status)"),
 ])

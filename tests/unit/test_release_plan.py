@@ -224,9 +224,24 @@ def test_the_smoke_check_warns_unless_caddy_serves_the_new_release(site, answer,
 
         def run(self, command, **kwargs):
             assert "--next" in command and "/sitemap.xml" in command and "/health/" in command
-            return Result(stdout=f"200\n{answer}\n{code}", exited=0)
+            return Result(stdout=f"200\n{answer}\n\n{code}", exited=0)
 
     report = Report("release", "deploy@vps", stream=io.StringIO())
     smoke_checks(Answering(), site, report, sha)
     assert any(note.startswith(words) for note in report.steps[-1].notes), report.steps[-1].notes
     assert "sitemap.xml HTTP 200 (not blocking)" in report.steps[-1].notes
+
+
+def test_probes_send_what_caddy_sends_and_name_a_redirect(site_config):
+    from sum_tasks.commands.health import curl_health, parse_answer
+    from sum_tasks.configuration import load_site
+
+    site = load_site(site_config)
+    probe = curl_health(site, "/run/sum/acme-kitchens/blue.sock")
+    assert "-H 'X-Forwarded-Proto: https'" in probe and "-H 'X-Forwarded-For: 127.0.0.1'" in probe
+    assert "-H 'X-Forwarded-Host: acme.example'" in probe and "http://acme.example/health/" in probe
+    assert "X-Forwarded-Proto: http'" in curl_health(load_site({**site_config, "tls": "off"}), "/run/x.sock")
+    assert "X-Forwarded" not in curl_health(site), "through Caddy, Caddy sets them"
+    redirected = parse_answer("\nhttps://acme.example/health/\n301")
+    assert not redirected.ok and redirected.describe() == "HTTP 301 redirect to https://acme.example/health/"
+    assert parse_answer('{"status": "ok"}\n\n200').ok
