@@ -80,6 +80,11 @@ def manage(c: Connection, site: Site, release_dir: str, mode: str) -> tuple[int,
     return result.exited, result.stdout + result.stderr
 
 
+def serving_text(state: ReleaseState) -> str:
+    """What still serves the site if this release fails before its switch."""
+    return colours.SERVING if state.current else "no release was live before this one, so nothing serves the site yet"
+
+
 def prepare(c: Connection, site: Site, report: Report, state: ReleaseState, entry: dict, release_dir: str,
             source: str, repo: str, strict: bool, requirements: str) -> None:
     """Everything before the switch that needs the release's own code: pins, venv, migrations, static files."""
@@ -112,14 +117,15 @@ def prepare(c: Connection, site: Site, report: Report, state: ReleaseState, entr
                 return
         status, output = manage(c, site, release_dir, "check")
         if status == releases.PENDING:
-            step.note(f"{len(releases.pending_migrations(output))} pending migrations")
+            entry["pending"] = len(releases.pending_migrations(output))
+            step.note(f"{entry['pending']} pending migrations")
             entry["backup"] = db_backup(c, site, report, label="pre-" + entry["id"].lower())
             step.note(f"backup {entry['backup']}")
             status, output = manage(c, site, release_dir, "apply")
         if status != 0:
             tail = "\n".join(output.strip().splitlines()[-15:])
             raise StepError(f"migrate/collectstatic failed (exit status {status})\n{tail}",
-                            "the previous release is still serving; fix the migration and release again")
+                            f"{serving_text(state)}; fix the migration and release again")
 
 
 def record_and_prune(c: Connection, site: Site, state: ReleaseState, entry: dict) -> list[str]:
@@ -187,7 +193,9 @@ def do_release(c: Connection, site: Site, ref: str, source: str, strict: bool, r
             run_hooks(c, site, report, "before_switch", release_dir, entry)
             with report.step(f"start {colour} and wait for /health/"):
                 started = True
-                colours.start(c, site, colour, release_dir)
+                applied = (f"; its {entry.pop('pending')} migrations stay applied (the backup taken before them: {entry['backup']})"
+                           if entry.get("pending") else "")
+                colours.start(c, site, colour, release_dir, serving_text(state) + applied)
             with report.step("switch") as step:
                 switched = True
                 known = entry.get("migrations", "")
@@ -203,6 +211,7 @@ def do_release(c: Connection, site: Site, ref: str, source: str, strict: bool, r
             run(c, releases.failed_script(release_dir, staging), check=False)
             if "id" in entry:
                 entry.pop("reused", None)
+                entry.pop("pending", None)
                 entry.update(result=f"failed: {failed}", seconds=round(time.monotonic() - began, 2), colour=colour)
                 record_and_prune(c, site, state, entry)
             run_hooks(c, site, report, "after_failure", release_dir or site.paths.root, {**entry, "step": failed})

@@ -245,3 +245,10 @@ def test_probes_send_what_caddy_sends_and_name_a_redirect(site_config):
     redirected = parse_answer("\nhttps://acme.example/health/\n301")
     assert not redirected.ok and redirected.describe() == "HTTP 301 redirect to https://acme.example/health/"
     assert parse_answer('{"status": "ok"}\n\n200').ok
+
+
+def test_a_failed_first_release_says_nothing_was_serving():
+    from sum_tasks.cli.release import serving_text
+
+    assert serving_text(ReleaseState()) == "no release was live before this one, so nothing serves the site yet"
+    assert serving_text(host_state()) == "the previous release is still serving"
