@@ -290,10 +290,21 @@ def test_production_settings_with_ssl_redirect_release_and_roll_back(site):
     bare = site.host.ssh(f"curl -s -o /dev/null -w '%{{http_code}} %{{redirect_url}}' --unix-socket /run/sum/acme/{live}.sock "
                          "http://acme.test/health/").stdout
     assert bare == "301 https://acme.test/health/"
+    # Caddy adds its security headers only where the app set none: the app's stricter ones reach the browser unchanged.
+    assert headers(site)["strict-transport-security"] == "max-age=31536000; includeSubDomains; preload"
+    assert headers(site)["x-frame-options"] == "DENY"
     with site.load() as load:
         back = site.client.fab("rollback")
     assert_no_drops(load)
     assert site.live_sha() == site.tags["v2"] and f"switch to {standby} (warm standby)" in back.stdout
+    # v2 sets no HSTS (Caddy's default is added) but Django's own X-Frame-Options DENY (kept, not weakened to SAMEORIGIN).
+    assert headers(site)["strict-transport-security"] == "max-age=31536000" and headers(site)["x-frame-options"] == "DENY"
+
+
+def headers(site) -> dict[str, str]:
+    """The response headers of / through Caddy, names in lower case."""
+    out = site.host.ssh("curl -sk -o /dev/null -D - --resolve acme.test:443:127.0.0.1 https://acme.test/").stdout
+    return {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in out.splitlines()[1:]) if v}
 
 
 def test_server_fetches_the_repo_itself(site):
