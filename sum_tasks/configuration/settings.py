@@ -30,6 +30,7 @@ PYTHON_RE = re.compile(r"^(?:python3(?:\.\d{1,2})?|/[A-Za-z0-9._/-]+)$")
 KEY_RE = re.compile(r"^(?:ssh-(?:ed25519|rsa|dss)|ecdsa-sha2-nistp\d+|sk-[a-z0-9@.-]+) [A-Za-z0-9+/]+={0,3}(?: [^\n\r]*)?$")
 REPO_RE = re.compile(r"^(?:(?:https?|ssh|git|file)://\S+|[A-Za-z0-9._-]+@[A-Za-z0-9._-]+:\S+|/\S+)$")
 ONCALENDAR_RE = re.compile(r"^[A-Za-z0-9*:/.,~ -]{1,64}$")
+PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9.+-]{1,99}$")
 EMAIL_RE = re.compile(r"^[^@\s'\"{}]+@[^@\s'\"{}]+$")
 
 RESERVED_USERS = ("root", "postgres", "caddy", "www-data", "redis", "nobody", "daemon", "bin", "sys", "sshd", "systemd-journal")
@@ -229,6 +230,8 @@ class Site:
                                                _each(_match(KEY_RE, "each must be one OpenSSH public key line")))
     deploy_user_sudo: bool = setting(False, "true or false", "put the deploy user in the `sudo` group", _bool)
     ssh_hardening: bool = setting(False, "true or false", "keys-only sshd (see provision)", _bool)
+    apt_packages: tuple[str, ...] = setting([], "Debian/Ubuntu package names", "extra system packages the site needs (libmagic1, ...), installed by provision",
+                                            _each(_match(PACKAGE_RE, "each must be a Debian package name (a-z, 0-9, '.', '+', '-')")))
     caddy_source: str = setting("auto", "`auto`, `distro` or `official`",
                                 "where Caddy comes from: the distribution, Caddy's apt repository, or `auto`", _choice("auto", "distro", "official"))
     gunicorn_workers: int = setting(2, "1-64", "gunicorn workers per colour", _int(1, 64))

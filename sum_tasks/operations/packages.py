@@ -22,6 +22,12 @@ def caddy_from_official_repo(site: Site, os: OsRelease) -> bool:
     return site.caddy_source == "official" or (site.caddy_source == "auto" and not os.has_distro_caddy)
 
 
+def installed_check(packages: tuple[str, ...]) -> str:
+    """Shell that succeeds when every package in `packages` is installed."""
+    names = " ".join(packages)
+    return f"[ \"$(dpkg-query -W -f='${{db:Status-Status}}\\n' {names} 2>/dev/null | grep -cx installed)\" = {len(packages)} ]"
+
+
 def package_ops(site: Site, os: OsRelease) -> list[Op]:
     """Baseline packages, Caddy (from Caddy's repository where the distribution has none) and Redis."""
     ops = []
@@ -34,13 +40,17 @@ def package_ops(site: Site, os: OsRelease) -> list[Op]:
             f"curl -1sLf {CADDY_REPO}/debian.deb.txt > {CADDY_LIST}",
             hint="check the host reaches dl.cloudsmith.io, or set sum.caddy_source: distro",
         ))
-    packages = " ".join(BASE_PACKAGES)
     ops.append(Op(
-        "packages",
-        f"[ \"$(dpkg-query -W -f='${{db:Status-Status}}\\n' {packages} 2>/dev/null | grep -cx installed)\" = {len(BASE_PACKAGES)} ]",
-        f"set -e\n{APT} update\n{APT} install {packages}",
+        "packages", installed_check(BASE_PACKAGES), f"set -e\n{APT} update\n{APT} install {' '.join(BASE_PACKAGES)}",
         hint="read the apt output above; re-run provision once apt works on the host",
     ))
+    if site.apt_packages:
+        names = " ".join(site.apt_packages)
+        ops.append(Op(
+            f"site packages ({', '.join(site.apt_packages)})", installed_check(site.apt_packages),
+            f"{APT} install {names} || {{ {APT} update && {APT} install {names}; }}",
+            hint="check the names in sum.apt_packages exist for this release (`apt-cache policy NAME` on the host)",
+        ))
     return ops
 
 

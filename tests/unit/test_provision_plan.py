@@ -132,3 +132,16 @@ def test_plan_is_the_same_for_the_same_facts(site):
     facts = Facts(user="root", env_text=env, caddyfile=FACTS.caddyfile)
     again = by_name(host_plan(site, facts))[".env"].stdin.decode()
     assert again == env
+
+
+def test_site_packages_are_validated_and_installed_idempotently(site_config):
+    from sum_tasks.configuration import ConfigError
+
+    site = load_site({**site_config, "apt_packages": ["libmagic1", "libvips42"]})
+    (op,) = [op for op in package_ops(site, OsRelease("debian", "12", "bookworm")) if op.name.startswith("site packages")]
+    assert op.name == "site packages (libmagic1, libvips42)" and "libmagic1 libvips42" in op.apply
+    assert "dpkg-query" in op.check and "= 2 ]" in op.check
+    assert [op.name for op in package_ops(load_site(site_config), OsRelease("debian", "12", "bookworm"))] == ["packages"]
+    for bad in (["libmagic1; rm -rf /"], ["-oDebug"], ["Lib"], "a b"):
+        with pytest.raises(ConfigError, match="sum.apt_packages"):
+            load_site({**site_config, "apt_packages": bad})
