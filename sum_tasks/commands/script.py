@@ -28,9 +28,6 @@ class Script:
         """The one command line that runs it: the script and every argument quoted."""
         return " ".join([self.shell, "-c", q(self.text), *(["sum", *(q(a) for a in self.args)] if self.args else [])])
 
-    def then(self, other: Script) -> Script:
-        """This script and then `other`, as one (the same shell and arguments)."""
-        return Script(self.name, f"{self.text}\n{other.text}", self.shell, self.args)
 
 
 @dataclass(frozen=True)

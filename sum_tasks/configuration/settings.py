@@ -259,20 +259,16 @@ class Site:
 # ---------------------------------------------------------------- generated from the table
 
 
-def settings_of(cls: type) -> list[dataclasses.Field]:
-    return list(dataclasses.fields(cls))
-
-
 def _default(f: dataclasses.Field) -> Any:
     value = copy.deepcopy(f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
     if dataclasses.is_dataclass(value):
-        return {g.name: _default(g) for g in settings_of(type(value))}
+        return {g.name: _default(g) for g in dataclasses.fields(type(value))}
     return value
 
 
 def defaults() -> dict[str, Any]:
     """The ``sum`` defaults for Invoke's config: every key with a typed default (env vars need one)."""
-    return {f.name: _default(f) for f in settings_of(Site)}
+    return {f.name: _default(f) for f in dataclasses.fields(Site)}
 
 
 def plain(data: Any) -> Any:
@@ -293,9 +289,9 @@ def reject_unknown(given: Mapping[str, Any], known: Any, prefix: str = "") -> No
 
 
 def _load(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
-    reject_unknown(data, [f.name for f in settings_of(cls)], prefix)
+    reject_unknown(data, [f.name for f in dataclasses.fields(cls)], prefix)
     values = {}
-    for f in settings_of(cls):
+    for f in dataclasses.fields(cls):
         key = prefix + f.name
         raw = data.get(f.name, _default(f))
         if f.metadata["required"] and not raw:
@@ -331,7 +327,7 @@ def reference() -> str:
     ]
 
     def rows(cls: type, prefix: str) -> None:
-        for f in settings_of(cls):
+        for f in dataclasses.fields(cls):
             default = _default(f)
             if isinstance(default, dict) and dataclasses.is_dataclass(f.default_factory()):
                 rows(type(f.default_factory()), f"{prefix}{f.name}.")
