@@ -29,7 +29,6 @@ class Script:
         return " ".join([self.shell, "-c", q(self.text), *(["sum", *(q(a) for a in self.args)] if self.args else [])])
 
 
-
 @dataclass(frozen=True)
 class Result:
     """What running a `Script` gave: its exit status and output."""
