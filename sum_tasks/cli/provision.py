@@ -14,7 +14,7 @@ from ..host.output import Report, StepError
 from ..host.runner import host_label, run
 from ..host.targets import project_dir, targets
 from ..operations.packages import package_ops
-from ..operations.plan import host_plan
+from ..operations.plan import host_plan, refusals
 
 
 @task(help={"check": "show what would change; change nothing"})
@@ -32,6 +32,9 @@ def provision(c: Context, check: bool = False) -> None:
                 facts = parse_facts(conn.user, run(conn, facts_script(site), as_="root").stdout)
             except ValueError as err:
                 raise StepError(str(err), "the firewall step needs them so it never shuts you out; check `sshd -t` on the host") from None
+            refused = refusals(site, facts)
+            if refused:
+                raise StepError("refusing to take over what sum_tasks did not make: " + "; ".join(refused))
             plan = host_plan(site, facts, project_dir(c))
         converge(conn, plan, report, check)
         report.summary()

@@ -61,6 +61,11 @@ class Facts:
     ssh_ports: tuple[int, ...] = (22,)
     pg_port: int = 5432
     redis_taken: frozenset[int] = frozenset()
+    # The deploy user's GECOS comment (None: no such account) and whether a sum sudoers file already names it.
+    deploy_account: str | None = None
+    deploy_granted: bool = False
+    # The site role's comment (None: no such role).
+    db_role: str | None = None
 
 
 def os_release_script() -> Script:
@@ -74,7 +79,9 @@ def parse_os_release(text: str) -> OsRelease:
 
 def facts_script(site: Site) -> Script:
     """Who we are, the site's .env, the main Caddyfile, sshd's ports, other sites' Redis URLs, PostgreSQL's port."""
-    env = q(site.paths.env)
+    env, user = q(site.paths.env), q(site.deploy_user)
+    role_sql = (f"SELECT 'exists:' || coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles "
+                f"WHERE rolname = '{site.db_name}'")
     return Script("read host facts", f"""\
 show() {{ [ -f "$1" ] || return 0; cat "$1"; [ -z "$(tail -c 1 "$1")" ] || echo; }}
 echo "@@user"; id -un
@@ -83,6 +90,9 @@ echo "@@caddyfile"; show /etc/caddy/Caddyfile
 echo "@@ssh_ports"; sshd -T 2>/dev/null | awk '$1 == "port" {{print $2}}'
 echo "@@other_sites_redis"; for f in {SRV}/*/.env; do [ "$f" = {env} ] || sed -n 's/^REDIS_URL=//p' "$f"; done 2>/dev/null
 echo "@@pg_port"; pg_lsclusters -h 2>/dev/null | sort -k4,4r | awk '{{print $3; exit}}'
+echo "@@deploy_account"; getent passwd {user} | awk -F: '{{print "exists:" $5}}'
+echo "@@deploy_granted"; grep -lsx {q(site.deploy_user + " ALL=(root) NOPASSWD: " + "SUM_")}'[A-Z0-9_]*' /etc/sudoers.d/sum-*
+echo "@@db_role"; runuser -u postgres -- psql -XAtq -c {q(role_sql)} 2>/dev/null
 """)
 
 
@@ -99,4 +109,13 @@ def parse_facts(user: str, output: str) -> Facts:
         ssh_ports=ports,
         pg_port=int(parts.get("pg_port", "").strip() or 5432),
         redis_taken=frozenset(n for n in map(redis_db, parts.get("other_sites_redis", "").split()) if n is not None),
+        deploy_account=existing(parts.get("deploy_account", "")),
+        deploy_granted=bool(parts.get("deploy_granted", "").strip()),
+        db_role=existing(parts.get("db_role", "")),
     )
+
+
+def existing(section: str) -> str | None:
+    """What follows ``exists:`` in a section (a comment, maybe empty), or None when the section does not say ``exists:``."""
+    line = section.strip()
+    return line.removeprefix("exists:") if line.startswith("exists:") else None

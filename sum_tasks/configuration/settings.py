@@ -228,6 +228,8 @@ class Site:
                              _optional(_match(EMAIL_RE, "must be an e-mail address")))
     authorized_keys: tuple[str, ...] = setting([], "OpenSSH public key lines", "the deploy user's keys (exactly these when set)",
                                                _each(_match(KEY_RE, "each must be one OpenSSH public key line")))
+    adopt_existing: bool = setting(False, "true or false", "let provision take over a Unix account (deploy_user) or PostgreSQL role "
+                                   "it did not create; without it, provision refuses them", _bool)
     deploy_user_sudo: bool = setting(False, "true or false", "put the deploy user in the `sudo` group", _bool)
     ssh_hardening: bool = setting(False, "true or false", "keys-only sshd (see provision)", _bool)
     apt_packages: tuple[str, ...] = setting([], "Debian/Ubuntu package names", "extra system packages the site needs (libmagic1, ...), installed by provision",

@@ -13,11 +13,16 @@ from .base import Op
 from .caddy import caddy_ops
 from .firewall import firewall_ops
 from .packages import services_ops
-from .postgresql import postgresql_ops
+from .postgresql import postgresql_ops, role_refusal
 from .redis import redis_ops
 from .site import directory_ops, env_ops, site_env
 from .units import unit_ops
-from .users import deploy_user_ops, ssh_hardening_ops
+from .users import account_refusal, deploy_user_ops, ssh_hardening_ops
+
+
+def refusals(site: Site, facts: Facts) -> list[str]:
+    """What provision must not take over on this host (accounts and roles it did not make), before it changes anything."""
+    return [reason for reason in (account_refusal(site, facts), role_refusal(site, facts)) if reason]
 
 
 def host_plan(site: Site, facts: Facts, project_dir: str = "", secret: Callable[[], str] = new_secret) -> list[Op]:

@@ -4,9 +4,23 @@ from __future__ import annotations
 
 from ..commands.credentials import scram_sha256
 from ..commands.envfile import site_psql
+from ..commands.facts import Facts
 from ..commands.script import q
 from ..configuration import Site
 from .base import Op
+
+
+def role_mark(site: Site) -> str:
+    return f"sum_tasks: site {site.site_slug}"
+
+
+def role_refusal(site: Site, facts: Facts) -> str:
+    """Why provision may not take the site's PostgreSQL role over ('' when it may): it exists, the site has no .env
+    (so sum_tasks never provisioned it), it carries no sum_tasks comment, and `sum.adopt_existing` is off."""
+    if facts.db_role is None or facts.db_role == role_mark(site) or facts.env_text or site.adopt_existing:
+        return ""
+    return (f"the PostgreSQL role {site.db_name!r} exists and was not made by sum_tasks: choose another sum.site_slug, "
+            "or set sum.adopt_existing: true to make it (and its database) this site's")
 
 
 def db_sql(site: Site, password: str) -> str:
@@ -20,6 +34,7 @@ def db_sql(site: Site, password: str) -> str:
         f"SELECT 'CREATE DATABASE \"{name}\" OWNER \"{name}\"' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{name}')\\gexec\n"
         f"ALTER DATABASE \"{name}\" OWNER TO \"{name}\";\n"
         f"REVOKE CONNECT, TEMPORARY ON DATABASE \"{name}\" FROM PUBLIC;\n"
+        f"COMMENT ON ROLE \"{name}\" IS '{role_mark(site)}';\n"
     )
 
 

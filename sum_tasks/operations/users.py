@@ -11,6 +11,17 @@ from ..configuration import Site
 from .base import Op, dirs_op, file_op, group_member_op
 
 SSHD_HARDENING = "/etc/ssh/sshd_config.d/01-sum-hardening.conf"
+ACCOUNT_MARK = "sum_tasks deploy user"
+
+
+def account_refusal(site: Site, facts: Facts) -> str:
+    """Why provision may not take the deploy user's account over ('' when it may): it exists, and neither sum_tasks
+    made it (its comment, or a sum sudoers rule naming it) nor `sum.adopt_existing` says to."""
+    ours = facts.deploy_account == ACCOUNT_MARK or facts.deploy_granted
+    if facts.deploy_account is None or ours or site.adopt_existing:
+        return ""
+    return (f"the Unix account {site.deploy_user!r} exists and was not made by sum_tasks: choose another sum.deploy_user, "
+            "or set sum.adopt_existing: true to make it this site's deploy user")
 
 
 def deploy_user_ops(site: Site, project_dir: str = "") -> list[Op]:
@@ -19,7 +30,12 @@ def deploy_user_ops(site: Site, project_dir: str = "") -> list[Op]:
         Op(
             f"deploy user {user}",
             f"id -u {q(user)} >/dev/null 2>&1 && [ -d /home/{user} ]",
-            f"useradd --create-home --shell /bin/bash --user-group {q(user)}",
+            f"useradd --create-home --shell /bin/bash --user-group --comment {q(ACCOUNT_MARK)} {q(user)}",
+        ),
+        Op(
+            f"{user} marked as made by sum_tasks",
+            f"[ \"$(getent passwd {q(user)} | cut -d: -f5)\" = {q(ACCOUNT_MARK)} ]",
+            f"usermod --comment {q(ACCOUNT_MARK)} {q(user)}",
         ),
         group_member_op(user, "sudo", site.deploy_user_sudo),
         group_member_op(user, "systemd-journal"),

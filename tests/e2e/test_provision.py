@@ -132,3 +132,27 @@ def test_hardening_and_a_caddy_config_that_fails_validation(host_factory, client
         "# overridden by the client\n" + (client.path / "templates" / "site.caddy.j2").read_text().replace("\tnot_a_directive\n", "\trespond \"hi\"\n"))
     client.fab("provision")
     assert host.ssh("head -n 1 /etc/caddy/sites-enabled/sum-acme.caddy").stdout.strip() == "# overridden by the client"
+
+
+def test_provision_refuses_an_account_and_a_role_it_did_not_make(host_factory, client_for):
+    from e2e_support import site_config
+
+    host = host_factory(suite="bookworm")
+    host.ssh("useradd --create-home --shell /bin/bash --comment 'Debian cloud user' debian && "
+             "runuser -u postgres -- psql -Xq -c 'CREATE ROLE acme LOGIN'")
+    client = client_for(host, deploy_user="debian")
+    refused = client.fab("provision", check=False)
+    assert refused.returncode == 1 and "refusing to take over what sum_tasks did not make" in refused.stderr
+    assert "Unix account 'debian' exists" in refused.stderr and "PostgreSQL role 'acme' exists" in refused.stderr
+    assert host.ssh("test -e /srv/sum/acme || test -e /etc/sudoers.d/sum-acme", check=False).returncode != 0, "provision changed the site"
+    assert host.ssh("getent passwd debian | cut -d: -f5").stdout.strip() == "Debian cloud user"
+
+    # Said explicitly, it takes them over and marks them as its own: later runs need no flag and change nothing.
+    client.configure(site_config(host, deploy_user="debian", adopt_existing=True))
+    client.fab("provision")
+    assert host.ssh("getent passwd debian | cut -d: -f5").stdout.strip() == "sum_tasks deploy user"
+    comment = host.ssh("runuser -u postgres -- psql -XAtq -c \"SELECT shobj_description(oid, 'pg_authid') FROM pg_roles "
+                       "WHERE rolname = 'acme'\"").stdout.strip()
+    assert comment == "sum_tasks: site acme"
+    client.configure(site_config(host, deploy_user="debian"))
+    assert "provision: 0 changed" in client.fab("provision").stdout

@@ -146,3 +146,30 @@ def test_site_packages_are_validated_and_installed_idempotently(site_config):
         with pytest.raises(ConfigError) as err:
             load_site({**site_config, "apt_packages": bad})
         assert str(err.value.message).startswith("sum.apt_packages: each must be a Debian package name")
+
+
+def test_provision_refuses_accounts_and_roles_it_did_not_make(site_config):
+    from sum_tasks.operations.plan import refusals
+    from sum_tasks.operations.postgresql import role_mark
+    from sum_tasks.operations.users import ACCOUNT_MARK
+
+    site = load_site(site_config)
+    assert refusals(site, Facts(user="root")) == []
+    ubuntu = refusals(site, Facts(user="root", deploy_account="Ubuntu", db_role=""))
+    assert len(ubuntu) == 2 and "Unix account 'deploy' exists and was not made by sum_tasks" in ubuntu[0]
+    assert "PostgreSQL role 'acme_kitchens' exists" in ubuntu[1] and "sum.adopt_existing" in ubuntu[1]
+    # What sum_tasks made (marked, or named by its sudoers rule, or a site it provisioned before) is never refused.
+    assert refusals(site, Facts(user="root", deploy_account=ACCOUNT_MARK, db_role=role_mark(site))) == []
+    assert refusals(site, Facts(user="root", deploy_account="", deploy_granted=True, db_role="", env_text="A=1\n")) == []
+    assert refusals(load_site({**site_config, "adopt_existing": True}), Facts(user="root", deploy_account="Ubuntu", db_role="")) == []
+    assert f"COMMENT ON ROLE \"acme_kitchens\" IS '{role_mark(site)}'" in db_sql(site, "x" * 20)
+
+
+def test_facts_say_who_made_the_account_and_the_role():
+    from sum_tasks.commands.facts import parse_facts
+
+    out = "@@ssh_ports\n22\n@@deploy_account\nexists:Ubuntu\n@@deploy_granted\n@@db_role\nexists:\n"
+    facts = parse_facts("root", out)
+    assert facts.deploy_account == "Ubuntu" and facts.deploy_granted is False and facts.db_role == ""
+    none = parse_facts("root", "@@ssh_ports\n22\n@@deploy_account\n@@deploy_granted\n/etc/sudoers.d/sum-acme\n@@db_role\n")
+    assert none.deploy_account is None and none.deploy_granted is True and none.db_role is None
