@@ -13,6 +13,8 @@ HEALTHY = ("ok", "degraded")
 
 @dataclass(frozen=True)
 class Health:
+    """What /health/ answered: the HTTP code (0: no answer), the status and SHA it reports, the body, a redirect's Location."""
+
     code: int
     status: str
     sha: str
