@@ -11,20 +11,14 @@ from .script import Script, q
 HEALTHY = ("ok", "degraded")
 
 
+# What /health/ answered: the HTTP code (0: no answer), the status and SHA it reports, the body, a redirect's Location.
 @dataclass(frozen=True)
 class Health:
-    """What /health/ answered: the HTTP code (0: no answer), the status and SHA it reports, the body, a redirect's Location."""
-
     code: int
     status: str
     sha: str
     body: str
     location: str = ""
-
-    @property
-    def ok(self) -> bool:
-        """200 with ok or degraded; anything else (503, no answer, not JSON) is a failure."""
-        return self.code == 200 and self.status in HEALTHY
 
     def describe(self) -> str:
         if self.code == 0:
@@ -32,6 +26,11 @@ class Health:
         if 300 <= self.code < 400:
             return f"HTTP {self.code} redirect to {self.location or '(no Location)'}"
         return f"HTTP {self.code} {self.status or '(no status)'}" + (f" at {self.sha[:12]}" if self.sha else "")
+
+    @property
+    def ok(self) -> bool:
+        """200 with ok or degraded; anything else (503, no answer, not JSON) is a failure."""
+        return self.code == 200 and self.status in HEALTHY
 
 
 def parse_health(code: int, body: str, location: str = "") -> Health:
