@@ -49,7 +49,7 @@ class Refuse(paramiko.MissingHostKeyPolicy):
 
 def refuse_other_type(client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
     """A host known by a key of another type is not a new host: its key changed (paramiko only compares keys of one type)."""
-    known = client.get_host_keys().lookup(hostname) or client.get_system_host_keys().lookup(hostname)
+    known = client.get_host_keys().lookup(hostname)
     if known:
         raise paramiko.BadHostKeyException(hostname, key, next(iter(known.values())))
 
@@ -91,10 +91,8 @@ def trust(c: Connection) -> Connection:
     config = c.ssh_config
     user_files = files(config.get("userknownhostsfile", USER_FILES))
     client = c.client
-    for path in files(config.get("globalknownhostsfile", GLOBAL_FILES)):
-        if path.is_file():
-            client.load_system_host_keys(str(path))
-    for path in user_files:
+    # One set of known keys (paramiko saves nothing here: accept-new appends its own line to the user's file).
+    for path in [*files(config.get("globalknownhostsfile", GLOBAL_FILES)), *user_files]:
         if path.is_file():
             client.get_host_keys().load(str(path))
     client.set_missing_host_key_policy(policy(config.get("stricthostkeychecking", ""), user_files, getattr(c, "original_host", c.host)))
