@@ -93,6 +93,7 @@ echo "@@pg_port"; pg_lsclusters -h 2>/dev/null | sort -k4,4r | awk '{{print $3; 
 echo "@@deploy_account"; getent passwd {user} | awk -F: '{{print "exists:" $5}}'
 echo "@@deploy_granted"; grep -lsx {q(site.deploy_user + " ALL=(root) NOPASSWD: " + "SUM_")}'[A-Z0-9_]*' /etc/sudoers.d/sum-*
 echo "@@db_role"; runuser -u postgres -- psql -XAtq -c {q(role_sql)} 2>/dev/null
+exit 0
 """)
 
 

@@ -15,7 +15,7 @@ from ..configuration import Site
 from .envfile import in_site_env, site_psql
 from .script import Script, q
 
-LOCK_TIMEOUT = "10s"
+LOCK_TIMEOUT = "2s"
 
 REF_RE = re.compile(r"^(?!-)(?!.*\.\.)(?!.*@\{)(?!.*//)[A-Za-z0-9._/@+-]{1,200}(?<![./])(?<!\.lock)$")
 
