@@ -21,7 +21,7 @@ from ..commands.script import sections
 from ..commands.state import ReleaseState, parse_state, state_script
 from ..configuration import Site
 from ..host.output import Report, StepError
-from ..host.runner import host_label, run
+from ..host.runner import host_label, run, tail
 from ..host.targets import one_by_one, project_dir, targets, who
 from . import colours
 from .db import backup as db_backup
@@ -123,8 +123,7 @@ def prepare(c: Connection, site: Site, report: Report, state: ReleaseState, entr
             step.note(f"backup {entry['backup']}")
             status, output = manage(c, site, release_dir, "apply")
         if status != 0:
-            tail = "\n".join(output.strip().splitlines()[-15:])
-            raise StepError(f"migrate/collectstatic failed (exit status {status})\n{tail}",
+            raise StepError(f"migrate/collectstatic failed (exit status {status})\n{tail(output)}",
                             f"{serving_text(state)}; fix the migration and release again")
 
 
