@@ -40,7 +40,7 @@ def show_logs(c: Connection, site: Site, service: str, lines: int, follow: bool)
 
 
 @task(help={
-    "service": "app (the gunicorn colours, the default), caddy, celery or backup (the nightly backup)",
+    "service": "app (the gunicorn colours, the default), caddy, celery, redis (the site's own) or backup (the nightly backup)",
     "follow": "keep printing new lines until Ctrl-C",
     "lines": "how many recent lines to show first (default 50)",
 })

@@ -6,15 +6,22 @@ Reads the OS release, installs packages, reads the host's facts, then converges 
 
 from __future__ import annotations
 
+from fabric import Connection
 from invoke import Context, task
 
+from ..commands import colours as plan_colours
 from ..commands.facts import facts_script, os_release_script, parse_facts, parse_os_release
+from ..configuration import Site
 from ..host.converge import converge
 from ..host.output import Report, StepError
-from ..host.runner import host_label, run
+from ..host.runner import acting_as, host_label, run
 from ..host.targets import project_dir, targets
 from ..operations.packages import package_ops
 from ..operations.plan import host_plan, refusals
+from ..operations.redis import shared_redis_ops
+from . import colours
+from .env import restart_app
+from .lock import site_lock
 
 
 @task(help={"check": "show what would change; change nothing"})
@@ -37,4 +44,33 @@ def provision(c: Context, check: bool = False) -> None:
                 raise StepError("refusing to take over what sum_tasks did not make: " + "; ".join(refused))
             plan = host_plan(site, facts, project_dir(c))
         converge(conn, plan, report, check)
+        app_as_its_own_user(conn, site, report, check)
+        converge(conn, shared_redis_ops(facts), report, check)
         report.summary()
+
+
+def app_as_its_own_user(c: Connection, site: Site, report: Report, check: bool) -> None:
+    """Move a running app onto its own user (a host provisioned before sites had one), with no request dropped:
+    a free colour takes over as the new user, the way `env.restart` does, then the warm standby restarts in place."""
+    user = site.paths.app_user
+    with report.step(f"the app runs as {user}") as step:
+        before = plan_colours.strangers(site, run(c, plan_colours.identities_script(site), as_="root").stdout)
+        if not before:
+            return
+        if check:
+            step.would_change(f"{', '.join(before)} run as another user: a free colour takes over, health-gated")
+            return
+    with acting_as(site.deploy_user), site_lock(c, site, "provision"):
+        state = colours.read_state(c, site)
+        if site.paths.colour(plan_colours.live_colour(state)).unit in before:
+            restart_app(c, site, report)
+            state = colours.read_state(c, site)
+        standby = plan_colours.standby_colour(state)
+        if standby and site.paths.colour(standby).unit in before:
+            with report.step(f"restart the warm standby {standby} as {user}") as step:
+                colours.start(c, site, standby, site.paths.release(state.colours[standby]), serving="the live colour still serves")
+                step.changed()
+        with report.step(f"nothing of the app runs as another user than {user}"):
+            left = plan_colours.strangers(site, run(c, plan_colours.identities_script(site), as_="root").stdout)
+            if left:
+                raise StepError(f"still running as another user: {', '.join(left)}", "run `fab env.restart`, or provision again")

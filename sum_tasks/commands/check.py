@@ -60,7 +60,7 @@ def check_script(site: Site, project_dir: str = "") -> Script:
             tls += f"echo @@tls_ca; openssl x509 -noout -enddate -subject -in {CADDY_ROOT_CA} 2>/dev/null\n"
     return Script("read the host", (
         f"cd {q(site.paths.root)} 2>/dev/null || {{ echo @@missing; exit 0; }}\n"
-        "echo @@redis_ping; timeout 5 redis-cli ping 2>&1\n"
+        f"echo @@redis_active; systemctl is-active {q(site.paths.redis)}\n"
         f"echo @@redis_listen; ss -Hltn 'sport = :{REDIS_PORT}'\n"
         "echo @@current; readlink current\n"
         "echo @@live; readlink live.sock\n"
@@ -83,14 +83,17 @@ def check_script(site: Site, project_dir: str = "") -> Script:
 # ---------------------------------------------------------------- judging the facts (pure)
 
 
-def check_redis(ping: str, listen: str) -> Check:
-    """PONG, and every listening address on port 6379 is loopback."""
+def check_redis(site: Site, active: str, listen: str) -> Check:
+    """The site's own Redis runs (/health/ proves the app reaches it); the host-wide Redis, if any still runs, is on loopback only."""
     addresses = ", ".join(line.split()[3] for line in listen.splitlines() if len(line.split()) > 3)
-    if ping.strip() != "PONG":
-        return Check("redis", "fail", f"no PONG from redis-cli ping: {ping.strip()[:80] or 'no answer'}")
-    if not loopback_only(listen):
-        return Check("redis", "fail", f"PONG, but listening on {addresses or 'nothing'}: bind it to 127.0.0.1 and ::1 (run provision)")
-    return Check("redis", "ok", f"PONG; listening on {addresses} only")
+    if active.strip() != "active":
+        return Check("redis", "fail", f"{site.paths.redis} is {active.strip() or 'unknown'}: see `fab logs --service redis`, or run provision")
+    if addresses and not loopback_only(listen):
+        return Check("redis", "fail", f"the host-wide Redis listens on {addresses}: bind it to 127.0.0.1 and ::1 (run provision)")
+    if addresses:
+        return Check("redis", "warn", f"{site.paths.redis} active; the host-wide Redis still runs on {addresses}, "
+                     "open to every site: run provision for each site on this host, and it stops")
+    return Check("redis", "ok", f"{site.paths.redis} active, on its own socket; no host-wide Redis")
 
 
 def check_services(site: Site, sections: dict[str, str]) -> list[Check]:
@@ -244,7 +247,7 @@ def judge(site: Site, output: str) -> list[Check]:
     now = now or int(time.time())
     disk = [int(n) for n in parts.get("disk", "").split() if n.isdigit()] + [0, 0, 0]
     newest = backups.sorted_entries(site, entries)
-    checks = [check_redis(parts.get("redis_ping", ""), parts.get("redis_listen", ""))]
+    checks = [check_redis(site, parts.get("redis_active", ""), parts.get("redis_listen", ""))]
     checks += check_services(site, parts)
     checks += [
         check_health(parts.get("health", ""), parts.get("release_env", "")),

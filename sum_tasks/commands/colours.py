@@ -55,6 +55,13 @@ def stale_colours(state: ReleaseState) -> list[str]:
     return [c for c in COLOURS if c not in keep and (state.colours[c] or state.active[c])]
 
 
+def strangers(site: Site, output: str) -> list[str]:
+    """The running app units (from `identities_script`) whose process is not the app's own user: started before
+    the site had one, they go on running as the old identity until restarted."""
+    rows = [line.split() for line in output.splitlines()]
+    return [row[0] for row in rows if len(row) == 2 and row[1] != site.paths.app_user]
+
+
 def switched_text(colour: str, old: str, retire: str) -> str:
     return f"{colour} live" + (f", {old} kept as the warm standby" if old else "") + (f", {retire} stopping" if retire else "")
 
@@ -149,6 +156,15 @@ def switch_script(site: Site, release_dir: str, colour: str, retire: str = "", g
 def restart_script(site: Site, old: str) -> Script:
     """After `env.restart` switched: stop the colour that served, a second later (a request may still wait in its queue)."""
     return Script(f"stop {old}", f"sleep 1 && {retire_script(site, old)}")
+
+
+def identities_script(site: Site) -> Script:
+    """``<unit> <user>`` for each running app unit: who its main process runs as (`strangers` reads it)."""
+    units = " ".join(q(u) for u in site.paths.app_units())
+    return Script("read who runs the app", (
+        f"for u in {units}; do pid=$(systemctl show -p MainPID --value \"$u\"); "
+        'if [ "${pid:-0}" != 0 ]; then echo "$u $(stat -c %U "/proc/$pid")"; fi; done'
+    ))
 
 
 def live_socket_script(site: Site) -> Script:

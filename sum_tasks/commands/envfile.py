@@ -56,36 +56,36 @@ def synced(site: Site, db_port: int = 5432) -> dict[str, str]:
 
 
 REDIS_KEYS = ("REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
-REDIS_DBS = 16
+# The host-wide Redis every site shared before each got its own: a URL naming it is replaced.
+SHARED_REDIS_RE = re.compile(r"^['\"]?redis://(localhost|127\.0\.0\.1)(:6379)?/\d+['\"]?$")
 
 
-def free_redis_db(taken: set[int]) -> int:
-    """The lowest Redis database number no other site on the host uses, so sites never share a cache."""
-    free = [n for n in range(REDIS_DBS) if n not in taken]
-    if not free:
-        raise ValueError(f"all {REDIS_DBS} Redis databases are taken by other sites on this host")
-    return free[0]
+def redis_urls(site: Site) -> dict[str, str]:
+    """The site's own Redis: the cache in database 0, Celery's broker in 1 and its results in 2, all on its unix socket."""
+    socket = site.paths.redis_socket
+    return {"REDIS_URL": f"unix://{socket}?db=0", "CELERY_BROKER_URL": f"redis+socket://{socket}?virtual_host=1",
+            "CELERY_RESULT_BACKEND": f"redis+socket://{socket}?virtual_host=2"}
 
 
-def redis_db(url: str) -> int | None:
-    match = re.match(r"^[\'\"]?redis://[^/]*/(\d+)[\'\"]?$", url)
-    return int(match.group(1)) if match else None
+def uses_shared_redis(url: str) -> bool:
+    return bool(SHARED_REDIS_RE.match(url.strip()))
 
 
-def merge(existing: str, site: Site, secret: Callable[[], str] = new_secret, db_port: int = 5432,
-          redis_taken: set[int] | None = None) -> str:
+def merge(existing: str, site: Site, secret: Callable[[], str] = new_secret, db_port: int = 5432) -> str:
     """The .env the site should have, given the one it has.
 
     Keys from fabric.yaml take the config's value; generated secrets are created once and then
-    kept; the Redis URLs get a database number no other site uses (`redis_taken`) when missing;
+    kept; the Redis URLs name the site's own Redis when missing or naming the host-wide one (an
+    operator's own Redis elsewhere is kept);
     every other line the operator wrote stays as it is.
     """
     current = parse(existing)
     wanted = dict(synced(site, db_port))
     for key in GENERATED:
         wanted[key] = current.get(key) or secret()
-    for key in REDIS_KEYS:
-        wanted[key] = current.get(key) or f"redis://localhost:6379/{free_redis_db(redis_taken or set())}"
+    for key, url in redis_urls(site).items():
+        have = current.get(key, "")
+        wanted[key] = url if not have or uses_shared_redis(have) else have
     lines = [HEADER]
     lines += [f"{key}={format_value(value)}\n" for key, value in wanted.items()]
     others = [line for line in existing.splitlines() if line.strip() and not line.startswith(HEADER.strip())]

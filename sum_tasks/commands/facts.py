@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..configuration import Site
 from ..configuration.hostmap import SRV
-from .envfile import redis_db
+from .envfile import uses_shared_redis
 from .script import Script, q, sections
 
 WEB_PORTS = (80, 443)
@@ -60,7 +60,8 @@ class Facts:
     caddyfile: str = ""
     ssh_ports: tuple[int, ...] = (22,)
     pg_port: int = 5432
-    redis_taken: frozenset[int] = frozenset()
+    # Whether another site on the host still uses the host-wide Redis (then it keeps running).
+    shared_redis_used: bool = False
     # The deploy user's GECOS comment (None: no such account) and whether a sum sudoers file already names it.
     deploy_account: str | None = None
     deploy_granted: bool = False
@@ -88,7 +89,7 @@ echo "@@user"; id -un
 echo "@@env"; show {env}
 echo "@@caddyfile"; show /etc/caddy/Caddyfile
 echo "@@ssh_ports"; sshd -T 2>/dev/null | awk '$1 == "port" {{print $2}}'
-echo "@@other_sites_redis"; for f in {SRV}/*/.env; do [ "$f" = {env} ] || sed -n 's/^REDIS_URL=//p' "$f"; done 2>/dev/null
+echo "@@other_sites_redis"; for f in {SRV}/*/.env; do [ "$f" = {env} ] || sed -n 's/^\\(REDIS_URL\\|CELERY_BROKER_URL\\|CELERY_RESULT_BACKEND\\)=//p' "$f"; done 2>/dev/null
 echo "@@pg_port"; pg_lsclusters -h 2>/dev/null | sort -k4,4r | awk '{{print $3; exit}}'
 echo "@@deploy_account"; getent passwd {user} | awk -F: '{{print "exists:" $5}}'
 echo "@@deploy_granted"; grep -lsx {q(site.deploy_user + " ALL=(root) NOPASSWD: " + "SUM_")}'[A-Z0-9_]*' /etc/sudoers.d/sum-*
@@ -109,7 +110,7 @@ def parse_facts(user: str, output: str) -> Facts:
         caddyfile=parts.get("caddyfile", ""),
         ssh_ports=ports,
         pg_port=int(parts.get("pg_port", "").strip() or 5432),
-        redis_taken=frozenset(n for n in map(redis_db, parts.get("other_sites_redis", "").split()) if n is not None),
+        shared_redis_used=any(map(uses_shared_redis, parts.get("other_sites_redis", "").split())),
         deploy_account=existing(parts.get("deploy_account", "")),
         deploy_granted=bool(parts.get("deploy_granted", "").strip()),
         db_role=existing(parts.get("db_role", "")),

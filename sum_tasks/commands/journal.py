@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..configuration import Site
 from .script import Script, q
 
-SERVICES = ("app", "caddy", "celery", "backup")
+SERVICES = ("app", "caddy", "celery", "redis", "backup")
 
 
 def units(site: Site, service: str) -> list[str]:
@@ -16,6 +16,8 @@ def units(site: Site, service: str) -> list[str]:
         return ["caddy.service"]
     if service == "celery":
         return [site.paths.celery]
+    if service == "redis":
+        return [site.paths.redis]
     return [site.paths.backup_service]
 
 

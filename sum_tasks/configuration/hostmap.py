@@ -7,6 +7,7 @@ the tasks use to send those commands. ``docs/architecture.md`` shows the generat
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -17,13 +18,16 @@ if TYPE_CHECKING:
 COLOURS = ("blue", "green", "amber")
 SRV = "/srv/sum"
 RUN = "/run/sum"
-LOGS = "/var/log/sum"
 SYSTEMD = "/etc/systemd/system"
+ETC = "/etc/sum"
 SYSTEMCTL = "/usr/bin/systemctl"
 # sudoers matches the path as typed; merged-/usr hosts also resolve /bin/systemctl.
 SYSTEMCTL_PATHS = (SYSTEMCTL, "/bin/systemctl")
 CADDY_SITES = "/etc/caddy/sites-enabled"
-WEB_GROUP = "www-data"
+# Caddy's own group: the sockets and media are open to it without Caddy joining any group (which takes a restart).
+WEB_GROUP = "caddy"
+# Longest Unix account name useradd accepts.
+NAME_MAX = 32
 # Verbs the deploy user may run on each gunicorn colour: starting one, stopping one now or in the background.
 COLOUR_VERBS = ("start", "stop", "--no-block stop", "restart", "reset-failed")
 CELERY_VERBS = ("start", "stop", "restart")
@@ -50,31 +54,40 @@ class Colour(NamedTuple):
 
 
 # Every path of a site: kind, path, mode, owner:group, what it is for (`HostMap.entries` fills in the names).
-# Kinds: dir (provision makes it), file, link, mirror (the first fetching release makes it), rundir (tmpfiles.d makes it).
+# Kinds: dir (provision makes it), file, link, mirror (the first fetching release makes it), rundir (tmpfiles.d or a unit
+# makes it at boot), state (a unit makes it).
 TABLE = """
 dir   {srv}          0755  root:root      all sites
-dir   {root}         0755  {user}:{user}  the site root
+dir   {etc}          0755  root:root      configs of all sites' own services
+dir   {root}         0751  {user}:{user}  the site root: the app and Caddy pass through, nobody else lists it
 dir   {backups}      0700  {user}:{user}  database backups, `<slug>_db_<UTC>.sql.gz|zst` and `.sha256` beside each
 dir   {static}       0755  {user}:{user}  collectstatic's output, served by Caddy at /static/
-dir   {media}        0750  {user}:{web}   uploads, served by Caddy at /media/
-dir   {releases}     0755  {user}:{user}  `<UTC>Z-<sha8>/`: one commit's files, `.venv` link, `.release.env`
-dir   {venvs}        0755  {user}:{user}  `<hash>/`: one venv per interpreter and requirements.txt
-dir   {colours}      0755  {user}:{user}  `<colour>` links to the release each colour runs, `<colour>.env` the .env hash it started with
-dir   {logs}         0755  root:root      all sites' log directories
-dir   {log_dir}      0755  {user}:{user}  the site's own log files
-file  {env}          0600  {user}:{user}  the site's secrets and settings
+dir   {media}        2750  {app}:{web}    uploads: the app writes, Caddy reads (new files take the group), through a nosymfollow bind mount
+dir   {releases}     0750  {user}:{app}   `<UTC>Z-<sha8>/`: one commit's files, `.venv` link, `.release.env`
+dir   {venvs}        0750  {user}:{app}   `<hash>/`: one venv per interpreter and requirements.txt
+dir   {colours}      0750  {user}:{app}   `<colour>` links to the release each colour runs, `<colour>.env` the .env hash it started with
+file  {env}          0600  {user}:{user}  the site's secrets and settings; systemd reads it for the app
 link  {current}      0777  {user}:{user}  link to the live release
 link  {live_socket}  0777  {user}:{user}  link to the live colour's socket, which Caddy proxies to
 file  {records}      0644  {user}:{user}  one JSON record per release attempt
 mirror {repo}        0755  {user}:{user}  mirror of sum.repo_url (source `server`), made by the first release that fetches
 file  {lock}         0644  {user}:{user}  flock held by release, rollback, db.restore, env.*
 file  {lock_info}    0644  {user}:{user}  who holds the lock, since when, its pid
-rundir {run_dir}     0750  {user}:{web}   the colours' sockets `<colour>.sock` (0660), made by tmpfiles.d at boot
+rundir {run_dir}     2750  {app}:{web}    the colours' sockets `<colour>.sock`: only the app and Caddy's group (Caddy, the deploy user) enter; made by tmpfiles.d at boot
+rundir {redis_dir}   0700  {app}:{app}    the site's own Redis socket `redis.sock`, made by its unit
+state {redis_data}   0700  {app}:{app}    the site's Redis data, made by its unit
+file  {redis_conf}   0644  root:root      the site's Redis config: unix socket only, no TCP
 file  {tmpfiles}     0644  root:root      makes the socket directory at boot
 file  {sudoers}      0440  root:root      the deploy user's exact root commands
 file  {backup_script} 0755 root:root      the backup script the nightly service runs
 file  {caddy_site}   0644  root:root      the site's Caddy config
 """
+
+
+def mount_unit(path: str) -> str:
+    """The systemd mount unit name for `path` (``systemd-escape --path --suffix=mount``, for the characters a site path has)."""
+    escaped = "".join(ch if ch.isalnum() or ch in "_." else f"\\x{ord(ch):02x}" for ch in path.strip("/").replace("/", "\0"))
+    return escaped.replace("\\x00", "-") + ".mount"
 
 
 def systemctl(verb: str, unit: str) -> str:
@@ -108,8 +121,11 @@ class HostMap:
         self.lock_info = f"{self.root}/.lock.info"
         # Outside it.
         self.run_dir = f"{RUN}/{slug}"
-        self.log_dir = f"{LOGS}/{slug}"
         self.unit_prefix = f"sum-{slug}"
+        self.redis_dir = f"/run/{self.unit_prefix}-redis"
+        self.redis_socket = f"{self.redis_dir}/redis.sock"
+        self.redis_data = f"/var/lib/{self.unit_prefix}-redis"
+        self.redis_conf = f"{ETC}/{self.unit_prefix}-redis.conf"
         self.backup_script = f"/usr/local/bin/{self.unit_prefix}-db"
         self.sudoers = f"/etc/sudoers.d/{self.unit_prefix}"
         self.tmpfiles = f"/etc/tmpfiles.d/{self.unit_prefix}.conf"
@@ -121,6 +137,16 @@ class HostMap:
         self.backup_timer = f"{self.unit_prefix}-backup.timer"
         self.scratch_create = f"{self.unit_prefix}-scratchdb-create.service"
         self.scratch_drop = f"{self.unit_prefix}-scratchdb-drop.service"
+        self.redis = f"{self.unit_prefix}-redis.service"
+        self.media_mount = mount_unit(self.media)
+
+    @property
+    def app_user(self) -> str:
+        """The app's own system user and group (gunicorn, celery, its Redis): ``sum-<slug>``, shortened with a hash past 32 characters."""
+        name = self.unit_prefix
+        if len(name) > NAME_MAX:
+            name = name[:NAME_MAX - 7] + "-" + hashlib.sha256(name.encode()).hexdigest()[:6]
+        return name
 
     def release(self, release_id: str) -> str:
         return f"{self.releases}/{release_id}"
@@ -151,8 +177,9 @@ class HostMap:
 
     def entries(self) -> list[Entry]:
         """Every path of the site with its owner, group and mode (`TABLE`); directories first, in the order provision makes them."""
-        names = {**vars(self), "srv": SRV, "logs": LOGS, "web": WEB_GROUP, "user": self.site.deploy_user}
-        units = [self.gunicorn_template, self.celery, self.backup_service, self.backup_timer, self.scratch_create, self.scratch_drop]
+        names = {**vars(self), "srv": SRV, "etc": ETC, "web": WEB_GROUP, "user": self.site.deploy_user, "app": self.app_user}
+        units = [self.gunicorn_template, self.celery, self.redis, self.media_mount, self.backup_service, self.backup_timer,
+                 self.scratch_create, self.scratch_drop]
         rows = [line.split(None, 4) for line in TABLE.strip().splitlines()]
         rows += [["file", self.unit_file(u), "0644", "root:root", "systemd unit"] for u in units]
         return [Entry(kind, path.format(**names), int(mode, 8), *owner.format(**names).split(":"), what)

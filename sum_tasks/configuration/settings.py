@@ -31,6 +31,7 @@ KEY_RE = re.compile(r"^(?:ssh-(?:ed25519|rsa|dss)|ecdsa-sha2-nistp\d+|sk-[a-z0-9
 REPO_RE = re.compile(r"^(?:(?:https?|ssh|git|file)://\S+|[A-Za-z0-9._-]+@[A-Za-z0-9._-]+:\S+|/\S+)$")
 ONCALENDAR_RE = re.compile(r"^[A-Za-z0-9*:/.,~ -]{1,64}$")
 PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9.+-]{1,99}$")
+SIZE_RE = re.compile(r"[1-9][0-9]{0,5}(kb|mb|gb)")
 EMAIL_RE = re.compile(r"^[^@\s'\"{}]+@[^@\s'\"{}]+$")
 
 RESERVED_USERS = ("root", "postgres", "caddy", "www-data", "redis", "nobody", "daemon", "bin", "sys", "sshd", "systemd-journal")
@@ -169,7 +170,9 @@ _user = _match(USER_RE, "must be a Unix user name (a-z, 0-9, '_', '-', at most 3
 
 def _deploy_user(key: str, value: Any) -> str:
     if value in RESERVED_USERS:
-        raise ConfigError(key, "must not be a system account (the app runs as this user)", value)
+        raise ConfigError(key, "must not be a system account (it owns the sites' code and secrets)", value)
+    if value.startswith("sum-"):
+        raise ConfigError(key, "must not start with 'sum-' (the sites' own app users are named so)", value)
     return _user(key, value)
 
 
@@ -213,7 +216,9 @@ class Site:
                                   lambda key, value: validate_identifier(key, value), required=True)
     repo_url: str = setting("", "`https://`, `ssh://`, `git@host:path`, `file://` or an absolute path; no credentials",
                             "git URL the server fetches releases from", _optional(_repo_url))
-    deploy_user: str = setting("deploy", "a Unix user name, not a system account", "runs the app and every task but provision", _deploy_user)
+    deploy_user: str = setting("deploy", "a Unix user name, not a system account",
+                               "the operator's login for every task but provision; owns the code, .env and backups (the app runs as `sum-<slug>`)",
+                               _deploy_user)
     admin_user: str = setting("root", "a Unix user name", "provision's user when the host comes from `sum.hosts`", _user)
     hosts: tuple[str, ...] = setting([], "`[user@]host[:port]` or ssh config aliases", "default targets when `-H` is absent",
                                      _each(_match(HOST_RE, "each must be [user@]host[:port]")))
@@ -236,6 +241,9 @@ class Site:
                                             _each(_match(PACKAGE_RE, "each must be a Debian package name (a-z, 0-9, '.', '+', '-')")))
     caddy_source: str = setting("auto", "`auto`, `distro` or `official`",
                                 "where Caddy comes from: the distribution, Caddy's apt repository, or `auto`", _choice("auto", "distro", "official"))
+    redis_maxmemory: str = setting("64mb", "a size: a number and `kb`, `mb` or `gb`",
+                                   "the memory cap of the site's own Redis; keys with an expiry go first when it is full",
+                                   _match(SIZE_RE, "must be a size such as 64mb"))
     gunicorn_workers: int = setting(2, "1-64", "gunicorn workers per colour", _int(1, 64))
     keep_releases: int = setting(5, "2-100", "release directories kept", _int(2, 100))
     health_timeout: int = setting(30, "1-600", "seconds a new release has to answer `/health/`", _int(1, 600))

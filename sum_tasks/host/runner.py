@@ -10,6 +10,7 @@ comes); `held` keeps a script running while a block runs (the site lock).
 from __future__ import annotations
 
 import codecs
+import contextvars
 import select
 import socket
 import sys
@@ -26,6 +27,19 @@ from .output import StepError
 from .trust import UnknownHostKey
 
 TAIL = 15
+# The user scripts run as when a call names none (`acting_as`).
+_acting_as: contextvars.ContextVar[str] = contextvars.ContextVar("acting_as", default="")
+
+
+@contextmanager
+def acting_as(user: str) -> Iterator[None]:
+    """Run every script in the block as `user` unless it names another: provision (connected as root) restarting the
+    app does what a deploy task does, as the deploy user, so nothing root-owned lands in the site."""
+    token = _acting_as.set(user)
+    try:
+        yield
+    finally:
+        _acting_as.reset(token)
 
 
 def tail(text: str, lines: int = TAIL) -> str:
@@ -69,6 +83,7 @@ def connect(c: Connection) -> Connection:
 def command_line(c: Connection, script: Script, as_: str = "", sudo_prompt: bool = True) -> tuple[str, bool]:
     """The command for `script` run as `as_`, and whether it goes through Fabric's sudo (which answers a password prompt)."""
     command = script.command()
+    as_ = as_ or _acting_as.get()
     if as_ and as_ != "root" and as_ != c.user:
         command = f"runuser -u {q(as_)} -- {command}"
         as_ = "root"
@@ -154,7 +169,7 @@ def held(c: Connection, script: Script, marker: str, timeout: float = 60.0) -> I
     connect(c)
     channel = c.client.get_transport().open_session()
     channel.settimeout(timeout)
-    channel.exec_command(script.command())
+    channel.exec_command(command_line(c, script, sudo_prompt=False)[0])
     output = b""
     line = f"\n{marker}\n".encode()
     got = Held()

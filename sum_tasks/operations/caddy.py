@@ -1,12 +1,12 @@
-"""Caddy: in the sockets' group, the main Caddyfile importing the sites, the site's own file; validated before any reload."""
+"""Caddy: the main Caddyfile importing the sites, the site's own file; validated before any reload."""
 
 from __future__ import annotations
 
 from ..commands.facts import Facts
 from ..commands.templating import render
 from ..configuration import Site
-from ..configuration.hostmap import CADDY_SITES, WEB_GROUP
-from .base import Op, dirs_op, file_op, group_member_op
+from ..configuration.hostmap import CADDY_SITES
+from .base import Op, dirs_op, file_op
 
 CADDYFILE = "/etc/caddy/Caddyfile"
 CADDY_IMPORT = f"import {CADDY_SITES}/*.caddy"
@@ -53,9 +53,7 @@ def main_caddyfile(text: str) -> str:
 
 
 def caddy_ops(site: Site, facts: Facts, project_dir: str = "") -> list[Op]:
-    in_group = group_member_op("caddy", WEB_GROUP, then="systemctl restart caddy")
     return [
-        Op("caddy in the sockets' group", in_group.check, in_group.apply),
         dirs_op("caddy sites-enabled", [(CADDY_SITES, 0o755, "root", "root")]),
         file_op(
             "caddy admin socket directory", ADMIN_TMPFILES, f"# Managed by sum_tasks: Caddy's admin API socket, for Caddy only.\nd {ADMIN_DIR} 0750 caddy caddy -\n",

@@ -54,7 +54,7 @@ def package_ops(site: Site, os: OsRelease) -> list[Op]:
     return ops
 
 
-SERVICES = ("postgresql", "redis-server", "caddy")
+SERVICES = ("postgresql", "caddy")
 
 
 def services_ops() -> list[Op]:

@@ -14,10 +14,10 @@ from .caddy import caddy_ops
 from .firewall import firewall_ops
 from .packages import services_ops
 from .postgresql import postgresql_ops, role_refusal
-from .redis import redis_ops
-from .site import directory_ops, env_ops, site_env
+from .redis import site_redis_ops
+from .site import directory_ops, env_ops, media_ops, site_env
 from .units import unit_ops
-from .users import account_refusal, deploy_user_ops, ssh_hardening_ops
+from .users import account_refusal, app_user_ops, deploy_user_ops, ssh_hardening_ops
 
 
 def refusals(site: Site, facts: Facts) -> list[str]:
@@ -34,11 +34,13 @@ def host_plan(site: Site, facts: Facts, project_dir: str = "", secret: Callable[
     return [
         *services_ops(),
         *deploy_user_ops(site, project_dir),
+        *app_user_ops(site),
         *(ssh_hardening_ops(facts, project_dir) if site.ssh_hardening else []),
         *firewall_ops(facts),
-        *redis_ops(),
         *directory_ops(site),
+        *media_ops(site, project_dir),
         *env_ops(site, env_text),
+        *site_redis_ops(site, project_dir),
         *postgresql_ops(site, values["DJANGO_DB_PASSWORD"]),
         *unit_ops(site, project_dir),
         *backup_ops(site, project_dir),

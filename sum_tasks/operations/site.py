@@ -8,8 +8,32 @@ from ..commands import envfile
 from ..commands.credentials import new_secret
 from ..commands.facts import Facts
 from ..commands.script import q
+from ..commands.templating import render
 from ..configuration import COLOURS, Site
+from ..configuration.hostmap import WEB_GROUP
 from .base import Op, dirs_op, file_op
+
+# Gives everything under a media tree to the app and Caddy's group (directories setgid, files group-readable), through
+# directory descriptors: a link the app planted is changed itself, never followed, whatever it swaps in meanwhile.
+MEDIA_OWNER = """\
+import grp, os, pwd, stat, sys
+uid, gid = pwd.getpwnam(sys.argv[1]).pw_uid, grp.getgrnam(sys.argv[2]).gr_gid
+for _, _, files, dirfd in os.fwalk(sys.argv[3], follow_symlinks=False):
+    os.chown(dirfd, uid, gid)
+    os.chmod(dirfd, stat.S_IMODE(os.fstat(dirfd).st_mode) | 0o2050)
+    for name in files:
+        try:
+            os.chown(name, uid, gid, dir_fd=dirfd, follow_symlinks=False)
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY, dir_fd=dirfd)
+        except OSError:
+            continue
+        try:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISREG(mode):
+                os.chmod(fd, (stat.S_IMODE(mode) & 0o777) | 0o040)
+        finally:
+            os.close(fd)
+"""
 
 
 def directory_ops(site: Site) -> list[Op]:
@@ -24,9 +48,25 @@ def directory_ops(site: Site) -> list[Op]:
     ]
 
 
+def media_ops(site: Site, project_dir: str = "") -> list[Op]:
+    """Media belongs to the app and Caddy's group, and is mounted on itself with nosymfollow (see the mount unit)."""
+    paths, app = site.paths, site.paths.app_user
+    mount, media = q(paths.media_mount), q(paths.media)
+    foreign = f"find {media} -xdev \\( ! -user {q(app)} -o ! -group {WEB_GROUP} -o -type d ! -perm -2050 \\) -print -quit"
+    return [
+        Op("media owned by the app, readable by caddy", f"[ -z \"$({foreign})\" ]",
+           f"python3 -c {q(MEDIA_OWNER)} {q(app)} {WEB_GROUP} {media}"),
+        file_op("media mount unit", paths.unit_file(paths.media_mount), render("media.mount.j2", {"site": site}, project_dir),
+                then="systemctl daemon-reload"),
+        Op("media mounted without symlinks",
+           f"systemctl is-enabled -q {mount} && findmnt -n -o OPTIONS --target {media} | tr , '\\n' | grep -qx nosymfollow",
+           f"systemctl enable --now {mount}"),
+    ]
+
+
 def site_env(site: Site, facts: Facts, secret: Callable[[], str] = new_secret) -> str:
     """The .env the site should have, from the one the host has (generated secrets are made once, then kept)."""
-    return envfile.merge(facts.env_text, site, secret, facts.pg_port, set(facts.redis_taken))
+    return envfile.merge(facts.env_text, site, secret, facts.pg_port)
 
 
 def env_ops(site: Site, env_text: str) -> list[Op]:

@@ -8,10 +8,12 @@ from ..commands.facts import Facts
 from ..commands.script import q
 from ..commands.templating import render
 from ..configuration import Site
+from ..configuration.hostmap import WEB_GROUP
 from .base import Op, dirs_op, file_op, group_member_op
 
 SSHD_HARDENING = "/etc/ssh/sshd_config.d/01-sum-hardening.conf"
 ACCOUNT_MARK = "sum_tasks deploy user"
+APP_MARK = "sum_tasks app user"
 
 
 def account_refusal(site: Site, facts: Facts) -> str:
@@ -39,6 +41,8 @@ def deploy_user_ops(site: Site, project_dir: str = "") -> list[Op]:
         ),
         group_member_op(user, "sudo", site.deploy_user_sudo),
         group_member_op(user, "systemd-journal"),
+        # Health probes reach the colours' sockets, and backups read media, through Caddy's group.
+        group_member_op(user, WEB_GROUP),
     ]
     if site.authorized_keys:
         home = f"/home/{user}"
@@ -53,6 +57,20 @@ def deploy_user_ops(site: Site, project_dir: str = "") -> list[Op]:
         0o440, validate="visudo -cqf {}",
     ))
     return ops
+
+
+def app_user_ops(site: Site) -> list[Op]:
+    """The site's app user and group: a system account with no home, no shell, no password, in no other group."""
+    app = site.paths.app_user
+    mark = f"{APP_MARK} {site.site_slug}"
+    return [Op(
+        f"app user {app}",
+        f"[ \"$(getent passwd {q(app)} | cut -d: -f5,6,7)\" = {q(mark + ':/nonexistent:/usr/sbin/nologin')} ] && "
+        f"[ \"$(id -nG {q(app)})\" = {q(app)} ]",
+        f"if id -u {q(app)} >/dev/null 2>&1; then usermod --comment {q(mark)} --home /nonexistent --shell /usr/sbin/nologin "
+        f"--groups '' {q(app)}; else useradd --system --user-group --no-create-home --home-dir /nonexistent "
+        f"--shell /usr/sbin/nologin --comment {q(mark)} {q(app)}; fi",
+    )]
 
 
 def ssh_hardening_ops(facts: Facts, project_dir: str = "") -> list[Op]:

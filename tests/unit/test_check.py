@@ -30,8 +30,8 @@ UFW = "".join(line.ljust(74) + "\n" if "ALLOW" in line else line + "\n" for line
 ])
 HEALTH = '{"status": "%s", "version": {"git_sha": "%s", "release": "%s"}}'
 SECTIONS = {
-    "redis_ping": "PONG\n",
-    "redis_listen": "LISTEN 0      511    127.0.0.1:6379 0.0.0.0:*\nLISTEN 0      511        [::1]:6379    [::]:*\n",
+    "redis_active": "active\n",
+    "redis_listen": "",
     "current": f"/srv/sum/acme-kitchens/releases/{RELEASE}\n",
     "live": "/run/sum/acme-kitchens/blue.sock\n",
     "blue": f"/srv/sum/acme-kitchens/releases/{RELEASE}\n",
@@ -110,14 +110,18 @@ def test_the_script_is_valid_shell_with_every_value_quoted():
 # ---------------------------------------------------------------- each check
 
 
-@pytest.mark.parametrize("ping,listen,status,words", [
-    ("PONG", SECTIONS["redis_listen"], "ok", "127.0.0.1:6379, [::1]:6379 only"),
-    ("Could not connect to Redis at 127.0.0.1:6379: Connection refused", "", "fail", "Connection refused"),
-    ("PONG", "LISTEN 0 511 0.0.0.0:6379 0.0.0.0:*\n", "fail", "listening on 0.0.0.0:6379"),
-    ("", "", "fail", "no answer"),
+LOOPBACK_6379 = "LISTEN 0      511    127.0.0.1:6379 0.0.0.0:*\nLISTEN 0      511        [::1]:6379    [::]:*\n"
+
+
+@pytest.mark.parametrize("active,listen,status,words", [
+    ("active", "", "ok", "sum-acme-kitchens-redis.service active, on its own socket; no host-wide Redis"),
+    ("active", LOOPBACK_6379, "warn", "the host-wide Redis still runs on 127.0.0.1:6379, [::1]:6379"),
+    ("failed", "", "fail", "sum-acme-kitchens-redis.service is failed"),
+    ("", "", "fail", "is unknown"),
+    ("active", "LISTEN 0 511 0.0.0.0:6379 0.0.0.0:*\n", "fail", "listens on 0.0.0.0:6379"),
 ])
-def test_redis(ping, listen, status, words):
-    result = check.check_redis(ping, listen)
+def test_redis(site, active, listen, status, words):
+    result = check.check_redis(site, active, listen)
     assert result.status == status and words in result.detail
 
 
@@ -328,7 +332,7 @@ def test_logs_services(site, site_config):
     assert logs.units(site, "app") == [f"sum-acme-kitchens-gunicorn@{c}.service" for c in ("blue", "green", "amber")]
     assert logs.units(site, "caddy") == ["caddy.service"]
     assert logs.units(site, "backup") == ["sum-acme-kitchens-backup.service"]
-    with pytest.raises(Exit, match="--service must be one of app, caddy, celery, backup"):
+    with pytest.raises(Exit, match="--service must be one of app, caddy, celery, redis, backup"):
         logs.validate_service("nginx", site)
     with pytest.raises(Exit, match="celery is not enabled"):
         logs.validate_service("celery", site)

@@ -25,12 +25,12 @@ def test_fresh_env_has_every_runbook_key():
 
 def test_merge_keeps_secrets_and_operator_lines_and_is_stable():
     first = envfile.merge("", SITE, counter())
-    edited = first + "# mine\nSENTRY_DSN='https://k@x/1 y'\nREDIS_URL=redis://localhost:6379/3\n"
+    edited = first + "# mine\nSENTRY_DSN='https://k@x/1 y'\nREDIS_URL=redis://cache.internal:6379/3\n"
     second = envfile.merge(edited, SITE, counter())
     values = envfile.parse(second)
     assert values["DJANGO_SECRET_KEY"] == envfile.parse(first)["DJANGO_SECRET_KEY"]
     assert values["SENTRY_DSN"] == "https://k@x/1 y" and "# mine" in second
-    assert values["REDIS_URL"] == "redis://localhost:6379/3"
+    assert values["REDIS_URL"] == "redis://cache.internal:6379/3"
     assert envfile.merge(second, SITE, counter()) == second
 
 
@@ -48,11 +48,15 @@ def test_a_shell_can_source_it(tmp_path):
     assert out == "a b $HOME|" + envfile.parse(text)["DJANGO_DB_PASSWORD"]
 
 
-def test_each_site_on_a_host_gets_its_own_redis_database():
+def test_each_site_gets_its_own_redis_and_leaves_the_host_wide_one():
     first = envfile.parse(envfile.merge("", SITE, counter()))
-    assert first["REDIS_URL"] == first["CELERY_BROKER_URL"] == "redis://localhost:6379/0"
-    second = envfile.parse(envfile.merge("", SITE, counter(), redis_taken={0, 1, 3}))
-    assert second["REDIS_URL"] == "redis://localhost:6379/2"
-    kept = envfile.merge("REDIS_URL=redis://localhost:6379/7\n", SITE, counter(), redis_taken={7})
-    assert envfile.parse(kept)["REDIS_URL"] == "redis://localhost:6379/7"
-    assert envfile.redis_db("redis://localhost:6379/12") == 12 and envfile.redis_db("rediss://x") is None
+    socket = SITE.paths.redis_socket
+    assert socket == "/run/sum-acme-redis/redis.sock"
+    assert first["REDIS_URL"] == f"unix://{socket}?db=0"
+    assert first["CELERY_BROKER_URL"] == f"redis+socket://{socket}?virtual_host=1"
+    assert first["CELERY_RESULT_BACKEND"] == f"redis+socket://{socket}?virtual_host=2"
+    moved = envfile.parse(envfile.merge("REDIS_URL=redis://localhost:6379/7\nCELERY_BROKER_URL='redis://127.0.0.1:6379/3'\n", SITE, counter()))
+    assert moved["REDIS_URL"] == first["REDIS_URL"] and moved["CELERY_BROKER_URL"] == first["CELERY_BROKER_URL"]
+    own = envfile.parse(envfile.merge("REDIS_URL=redis://cache.internal:6379/0\n", SITE, counter()))
+    assert own["REDIS_URL"] == "redis://cache.internal:6379/0"
+    assert envfile.uses_shared_redis("redis://localhost:6379/12") and not envfile.uses_shared_redis("unix:///x?db=0")

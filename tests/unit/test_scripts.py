@@ -42,6 +42,7 @@ SAMPLES = {
                                         for retire in ("", "blue") for gate in (False, True) for migrations in (False, True)],
     "colours.restart_script": lambda s: [colours.restart_script(s, "green")],
     "colours.live_socket_script": lambda s: [colours.live_socket_script(s)],
+    "colours.identities_script": lambda s: [colours.identities_script(s)],
     "envfile.hook_script": lambda s: [envfile.hook_script(s, RELEASE, "before_migrate", "./manage.py check --deploy")],
     "envfile.write_script": lambda s: [envfile.write_script(s, s.paths.env + ".sum-AbC", "0" * 64, as_root) for as_root in (True, False)],
     "envfile.temp_script": lambda s: [envfile.temp_script(s)],
