@@ -13,6 +13,8 @@ from ..configuration import COLOURS, Site
 from ..configuration.hostmap import WEB_GROUP
 from .base import Op, dirs_op, file_op
 
+MEDIA_OPTIONS = "nosymfollow,nodev,nosuid,noexec"
+CADDY_PID = "systemctl show -p MainPID --value caddy.service"
 # Gives everything under a media tree to the app and Caddy's group (directories setgid, files group-readable), through
 # directory descriptors: a link the app planted is changed itself, never followed, whatever it swaps in meanwhile.
 MEDIA_OWNER = """\
@@ -52,15 +54,24 @@ def media_ops(site: Site, project_dir: str = "") -> list[Op]:
     """Media belongs to the app and Caddy's group, and is mounted on itself with nosymfollow (see the mount unit)."""
     paths, app = site.paths, site.paths.app_user
     mount, media = q(paths.media_mount), q(paths.media)
+
+    def nosymfollow(task: str) -> str:
+        return f"findmnt {task}-n -o OPTIONS --target {media} | tr , '\\n' | grep -qx nosymfollow"
+
+    in_caddy = nosymfollow('-N "$pid" ')
+
     foreign = f"find {media} -xdev \\( ! -user {q(app)} -o ! -group {WEB_GROUP} -o -type d ! -perm -2050 \\) -print -quit"
     return [
         Op("media owned by the app, readable by caddy", f"[ -z \"$({foreign})\" ]",
            f"python3 -c {q(MEDIA_OWNER)} {q(app)} {WEB_GROUP} {media}"),
-        file_op("media mount unit", paths.unit_file(paths.media_mount), render("media.mount.j2", {"site": site}, project_dir),
+        file_op("media mount unit", paths.unit_file(paths.media_mount), render("media.mount.j2", {"site": site, "options": MEDIA_OPTIONS}, project_dir),
                 then="systemctl daemon-reload"),
-        Op("media mounted without symlinks",
-           f"systemctl is-enabled -q {mount} && findmnt -n -o OPTIONS --target {media} | tr , '\\n' | grep -qx nosymfollow",
-           f"systemctl enable --now {mount}"),
+        # A mount made while Caddy runs reaches Caddy's own mount namespace (PrivateTmp) without its flags: set them there too.
+        Op("media mounted without symlinks, for caddy too",
+           f"systemctl is-enabled -q {mount} && {nosymfollow('')} && pid=$({CADDY_PID}) && "
+           f"{{ [ \"$pid\" = 0 ] || {in_caddy}; }}",
+           f"systemctl enable --now {mount} && pid=$({CADDY_PID}) && if [ \"$pid\" != 0 ]; then "
+           f"nsenter -t \"$pid\" -m mount -o remount,bind,{MEDIA_OPTIONS} {media}; fi"),
     ]
 
 

@@ -34,19 +34,21 @@ def test_provision_converges_a_bare_host(host_factory, client_for, suite):
     assert not [s for s in done if s[0] == "FAILED"]
     assert re.search(r"\[root@vps\] provision: \d+ changed, \d+ steps in [\d.]+s", first.stdout)
 
-    # Services, Redis on loopback only, the firewall.
-    host.ssh("systemctl is-active postgresql redis-server caddy")
-    listening = host.ssh("ss -Hltn 'sport = :6379'").stdout.split("\n")
-    assert {line.split()[3] for line in listening if line} <= {"127.0.0.1:6379", "[::1]:6379"}
-    assert host.ssh("redis-cli ping").stdout.strip() == "PONG"
+    # Services; the site's own Redis answers its app's user on its socket, and no Redis listens on TCP.
+    host.ssh("systemctl is-active postgresql caddy sum-acme-redis.service")
+    assert host.ssh("systemctl is-active redis-server", check=False).stdout.strip() == "inactive"
+    assert host.ssh("ss -Hltn 'sport = :6379'").stdout.strip() == ""
+    assert host.ssh("runuser -u sum-acme -- redis-cli -s /run/sum-acme-redis/redis.sock ping").stdout.strip() == "PONG"
     ufw = host.ssh("ufw status").stdout
     rules = {line.split()[0] for line in ufw.splitlines() if "ALLOW" in line}
     assert "Status: active" in ufw and rules == {"22/tcp", "80/tcp", "443/tcp"}
 
     # .env, layout, sockets directory.
     assert host.ssh("stat -c '%a %U %G' /srv/sum/acme/.env").stdout.split() == ["600", "deploy", "deploy"]
-    assert host.ssh("stat -c '%a %U %G' /srv/sum/acme/backups /run/sum/acme").stdout.split() == \
-        ["700", "deploy", "deploy", "750", "deploy", "www-data"]
+    assert host.ssh("stat -c '%a %U %G' /srv/sum/acme/backups /run/sum/acme /srv/sum/acme/media").stdout.split() == \
+        ["700", "deploy", "deploy", "2750", "sum-acme", "caddy", "2750", "sum-acme", "caddy"]
+    assert host.ssh("id -nG sum-acme").stdout.split() == ["sum-acme"]
+    assert "nosymfollow" in host.ssh("findmnt -n -o OPTIONS /srv/sum/acme/media").stdout
     env = host.ssh("cat /srv/sum/acme/.env").stdout
     assert "WAGTAILADMIN_BASE_URL=https://acme.test" in env and "ALLOWED_HOSTS=acme.test,www.acme.test" in env
 

@@ -102,7 +102,9 @@ def test_good_release_under_load_reuses_the_venv(site):
     assert sorted(states.values()) == ["active", "active", "inactive"] and states[live] == states[standby] == "active"
     assert site.colour_sha(live) == site.tags["v1.2"] and site.colour_sha(standby) == site.tags["v1"]
     site.host.ssh(f"systemd-analyze verify /etc/systemd/system/sum-acme-gunicorn@{live}.service")
-    assert site.host.ssh("stat -c '%a %U %G' /run/sum/acme/*.sock").stdout.split() == ["660", "deploy", "www-data"] * 2
+    assert site.host.ssh("stat -c '%a %U' /run/sum/acme/*.sock").stdout.split() == ["666", "sum-acme"] * 2
+    pid = site.host.ssh(f"systemctl show -p MainPID --value sum-acme-gunicorn@{live}.service").stdout.strip()
+    assert site.host.ssh(f"stat -c %U /proc/{pid}").stdout.strip() == "sum-acme"
 
 
 HOLD_TABLE = ('set -a; . /srv/sum/acme/.env; set +a; export PGPASSWORD="$DJANGO_DB_PASSWORD"; '

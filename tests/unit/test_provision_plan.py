@@ -102,7 +102,7 @@ def test_plan_has_every_step_in_order(site):
     names = [op.name for op in host_plan(site, FACTS)]
     expected = ["services enabled and running", "deploy user deploy", "deploy not in sudo group", "deploy in caddy group", "sudoers rule",
                 "app user sum-acme-kitchens", "firewall (ufw)", "site directories", "media owned by the app, readable by caddy",
-                "media mount unit", "media mounted without symlinks", ".env", "redis unit", "redis config", "redis enabled and running",
+                "media mount unit", "media mounted without symlinks, for caddy too", ".env", "redis unit", "redis config", "redis enabled and running",
                 "redis answers the app only", "postgresql role and database", "gunicorn unit", "socket directory", "no celery unit",
                 "units enabled", "live.sock names the live colour", "caddy sites-enabled",
                 "caddy main config (admin socket, sites-enabled)", "caddy site"]
