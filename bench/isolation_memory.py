@@ -9,9 +9,12 @@ The script boots one baked bookworm test host, measures it fresh (the host-wide
 once on each, so only one gunicorn colour per site runs (a second release would leave the previous
 colour running as the warm standby and double the gunicorn figures). After --settle seconds it reports:
 
-- each site's Redis main process and gunicorn (master and workers): RSS (``ps -o rss=``) and PSS
-  (``/proc/<pid>/smaps_rollup``; gunicorn runs with ``--preload``, so its workers share pages with
-  the master and PSS is the fairer sum), and Redis's own ``used_memory``;
+- each site's Redis main process and gunicorn (master and workers): RSS (``ps -o rss=``), PSS and
+  USS (``/proc/<pid>/smaps_rollup``: Pss, Private_Clean + Private_Dirty), and Redis's own
+  ``used_memory``. Gunicorn runs with ``--preload``, so its workers share pages with the master: RSS
+  counts them in each. PSS splits shared file pages between everything that maps them, other test
+  hosts booted from the same cached tree included, so on this machine it reads low; USS is what
+  ending the processes would give back, the same on a real VPS;
 - the host before any site and after all of them: ``free -m`` used, and the sum of PSS over every
   process in the host (a systemd-nspawn container shows the whole machine's /proc/meminfo, so
   ``free`` also moves with whatever else runs on the machine);
@@ -19,7 +22,7 @@ colour running as the warm standby and double the gunicorn figures). After --set
   no login shell, no processes but their own Redis and gunicorn, no user manager (``user@UID``);
 - per-site Redis against the old design's one shared redis-server.
 
-    PYTHONPATH=/work/main:/work/main/tests python3 bench/isolation_memory.py [--sites 5] [--settle 10] [--keep-host]
+    PYTHONPATH=/work/main:/work/main/tests python3 bench/isolation_memory.py [--sites 5] [--settle 10] [--detail] [--keep-host]
 """
 
 from __future__ import annotations
@@ -41,11 +44,11 @@ from sum_tasks.testing.client import make_client
 from sum_tasks.testing.hosts import TestHost, boot_host
 
 SHARED_REDIS = "redis-server.service"
-# pid, ps rss (kB), smaps_rollup Rss and Pss (kB; empty if the kernel has no smaps_rollup), command name
+# pid, ps rss, smaps_rollup Rss, Pss and Private_Clean + Private_Dirty (kB; 0 without smaps_rollup), elapsed, command name
 MEASURE = r"""for p in {pids}; do
   [ -d /proc/$p ] || continue
-  set -- $(awk '/^Rss:/{{r=$2}} /^Pss:/{{s=$2}} END{{print r+0, s+0}}' /proc/$p/smaps_rollup 2>/dev/null || echo 0 0)
-  echo "$p $(ps -o rss= -p $p | tr -d ' ') $1 $2 $(ps -o comm= -p $p)"
+  set -- $(awk '/^Rss:/{{r=$2}} /^Pss:/{{s=$2}} /^Private_(Clean|Dirty):/{{u+=$2}} END{{print r+0, s+0, u+0}}' /proc/$p/smaps_rollup 2>/dev/null)
+  echo "$p $(ps -o rss= -p $p | tr -d ' ') ${{1:-0}} ${{2:-0}} ${{3:-0}} $(ps -o etime=,args= -p $p | cut -c1-90)"
 done"""
 
 
@@ -56,24 +59,31 @@ class Mem:
     procs: int = 0
     rss: int = 0
     pss: int = 0
+    uss: int = 0  # private pages only: what ending the processes would give back
 
     def __add__(self, other: Mem) -> Mem:
-        return Mem(self.procs + other.procs, self.rss + other.rss, self.pss + other.pss)
+        return Mem(self.procs + other.procs, self.rss + other.rss, self.pss + other.pss, self.uss + other.uss)
 
     def __sub__(self, other: Mem) -> Mem:
-        return Mem(self.procs - other.procs, self.rss - other.rss, self.pss - other.pss)
+        return Mem(self.procs - other.procs, self.rss - other.rss, self.pss - other.pss, self.uss - other.uss)
 
 
-def measure(host: TestHost, pids: list[str]) -> Mem:
-    """RSS (ps) and PSS (smaps_rollup) of `pids`, summed."""
+DETAIL: list[str] = []
+
+
+def measure(host: TestHost, pids: list[str], label: str = "") -> Mem:
+    """RSS (ps), PSS and USS (smaps_rollup) of `pids`, summed; with a label, each process is kept for --detail."""
     if not pids:
         return Mem()
     out = host.ssh(MEASURE.format(pids=" ".join(pids))).stdout
     mem = Mem()
     for line in out.splitlines():
         fields = line.split()
-        if len(fields) >= 4 and fields[1].isdigit():  # a process gone between the loop and ps has no rss
-            mem += Mem(1, int(fields[1]), int(fields[3]))
+        if len(fields) >= 5 and fields[1].isdigit():  # a process gone between the loop and ps has no rss
+            mem += Mem(1, int(fields[1]), int(fields[3]), int(fields[4]))
+            if label:
+                DETAIL.append(f"{label:<22} pid {fields[0]:>5} rss {mb(int(fields[1])):>6} pss {mb(int(fields[3])):>6} "
+                              f"uss {mb(int(fields[4])):>6}  up {' '.join(fields[5:])}")
     return mem
 
 
@@ -155,11 +165,16 @@ def mb(kb: int) -> str:
     return f"{kb / 1024:.1f}"
 
 
+def triple(mem: Mem) -> str:
+    return f"{mb(mem.rss)}/{mb(mem.pss)}/{mb(mem.uss)}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sites", type=int, default=5)
     parser.add_argument("--settle", type=float, default=10.0, help="seconds to wait before each measurement")
     parser.add_argument("--keep-host", action="store_true", help="leave the host running (prints its address)")
+    parser.add_argument("--detail", action="store_true", help="also print each measured Redis and gunicorn process")
     args = parser.parse_args()
     slugs = [f"s{n}" for n in range(1, args.sites + 1)]
 
@@ -170,7 +185,7 @@ def main() -> int:
         time.sleep(args.settle)
         before_total, before_used, before_all = snapshot(host)
         shared_pids = unit_pids(host, SHARED_REDIS)
-        shared = measure(host, shared_pids)
+        shared = measure(host, shared_pids, SHARED_REDIS)
         print(f"fresh host {host.ip} ({host.ssh('nproc').stdout.strip()} cores seen, free -m total {before_total} MB): "
               f"{SHARED_REDIS} pid {' '.join(shared_pids) or '-'}, {before_all.procs} processes")
 
@@ -193,11 +208,11 @@ def main() -> int:
         rows = []
         total_redis, total_gunicorn = Mem(), Mem()
         for slug in slugs:
-            redis = measure(host, unit_pids(host, f"sum-{slug}-redis.service"))
+            redis = measure(host, unit_pids(host, f"sum-{slug}-redis.service"), f"sum-{slug}-redis")
             units = active_gunicorn_units(host, slug)
             gunicorn = Mem()
             for unit in units:
-                gunicorn += measure(host, unit_pids(host, unit))
+                gunicorn += measure(host, unit_pids(host, unit), unit.removesuffix('.service'))
             colours = ",".join(u.split("@")[1].removesuffix(".service") for u in units)
             rows.append((slug, redis, redis_used_memory(host, slug), colours, gunicorn))
             total_redis += redis
@@ -206,28 +221,31 @@ def main() -> int:
         shared_state = host.ssh(f"systemctl is-active {SHARED_REDIS}; systemctl is-enabled {SHARED_REDIS}", check=False).stdout.split()
         users = users_report(host, slugs)
 
-        print(f"\nMB (RSS = ps -o rss=, PSS = smaps_rollup); measured {args.settle:.0f}s after the last release; one release per site\n")
-        print(f"{'site':<6} {'redis RSS':>9} {'redis PSS':>9} {'used_memory':>11} {'colours':>8} {'gunicorn procs':>14} "
-              f"{'gunicorn RSS':>12} {'gunicorn PSS':>12}")
+        print(f"\nMB (RSS = ps -o rss=; PSS, USS = smaps_rollup Pss, Private_*); measured {args.settle:.0f}s after the last release; "
+              "one release per site\n")
+        print(f"{'site':<6} {'redis RSS/PSS/USS':>18} {'used_memory':>11} {'colours':>8} {'gunicorn procs':>14} {'gunicorn RSS/PSS/USS':>21}")
         for slug, redis, used, colours, gunicorn in rows:
-            print(f"{slug:<6} {mb(redis.rss):>9} {mb(redis.pss):>9} {used:>11} {colours:>8} {gunicorn.procs:>14} "
-                  f"{mb(gunicorn.rss):>12} {mb(gunicorn.pss):>12}")
-        print(f"{'all':<6} {mb(total_redis.rss):>9} {mb(total_redis.pss):>9} {'':>11} {'':>8} {total_gunicorn.procs:>14} "
-              f"{mb(total_gunicorn.rss):>12} {mb(total_gunicorn.pss):>12}")
-        print(f"\nold design's shared {SHARED_REDIS} on the fresh host: RSS {mb(shared.rss)}, PSS {mb(shared.pss)} "
+            print(f"{slug:<6} {triple(redis):>18} {used:>11} {colours:>8} {gunicorn.procs:>14} {triple(gunicorn):>21}")
+        print(f"{'all':<6} {triple(total_redis):>18} {'':>11} {'':>8} {total_gunicorn.procs:>14} {triple(total_gunicorn):>21}")
+        print(f"\nold design's shared {SHARED_REDIS} on the fresh host: RSS/PSS/USS {triple(shared)} "
               f"({shared.procs} process); after: {' / '.join(shared_state)}")
         extra = total_redis - shared
-        print(f"per-site Redis x{len(slugs)} minus the one shared: RSS {mb(extra.rss)}, PSS {mb(extra.pss)} MB; "
-              f"worst case by maxmemory: {len(slugs)} x 64 MB = {len(slugs) * 64} MB of data (plus each process's own ~{mb(total_redis.rss // len(slugs))} MB)")
+        print(f"per-site Redis x{len(slugs)} minus the one shared: RSS {mb(extra.rss)} (counts the shared binary {len(slugs)} times), "
+              f"USS {mb(extra.uss)} MB (counts it never; the binary's pages are there either way)")
+        print(f"worst case by maxmemory: {len(slugs)} x 64 MB = {len(slugs) * 64} MB of data, plus each process's own")
         diff = after_all - before_all
         print(f"\nhost, every process summed: before {before_all.procs} procs, RSS {mb(before_all.rss)}, PSS {mb(before_all.pss)}; "
               f"after {after_all.procs} procs, RSS {mb(after_all.rss)}, PSS {mb(after_all.pss)}; "
-              f"difference {diff.procs} procs, PSS {mb(diff.pss)} MB")
+              f"difference {diff.procs} procs, PSS {mb(diff.pss)}, USS {mb(diff.uss)} MB")
         print(f"free -m used (the whole machine's meminfo inside systemd-nspawn): before {before_used}, after {after_used}, "
               f"difference {after_used - before_used} MB (total {before_total} / {after_total} MB)")
         print("\nsystem users:")
         for line in users:
             print(f"  {line}")
+        if args.detail:
+            print("\nprocesses:")
+            for line in DETAIL:
+                print(f"  {line}")
         print(f"\nwhole run {time.monotonic() - started:.0f}s")
         return 0
     finally:
