@@ -180,7 +180,7 @@ def main() -> int:
 
     log = io.StringIO()
     started = time.monotonic()
-    host = boot_host("bookworm")
+    host = boot_host("bookworm", keep=args.keep_host)
     try:
         time.sleep(args.settle)
         before_total, before_used, before_all = snapshot(host)
@@ -250,7 +250,8 @@ def main() -> int:
         return 0
     finally:
         if args.keep_host:
-            print(f"host left running at {host.ip} (key {host.key_path})")
+            print(f"host {host.name} left running at {host.ip} (key {host.key_path}); end it with "
+                  f"python3 -c 'from sum_tasks.testing.hosts import shutdown_kept; shutdown_kept(\"{host.name}\")'")
         else:
             host.shutdown()
 

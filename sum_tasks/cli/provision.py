@@ -50,15 +50,17 @@ def provision(c: Context, check: bool = False) -> None:
 
 
 def app_as_its_own_user(c: Connection, site: Site, report: Report, check: bool) -> None:
-    """Move a running app onto its own user (a host provisioned before sites had one), with no request dropped:
-    a free colour takes over as the new user, the way `env.restart` does, then the warm standby restarts in place."""
+    """Restart the running app onto what provision left, with no request dropped: its own user (a host provisioned
+    before sites had one), its unit file and its .env. A free colour takes over, the way `env.restart` does, then
+    the warm standby restarts in place."""
     user = site.paths.app_user
-    with report.step(f"the app runs as {user}") as step:
-        before = plan_colours.strangers(site, run(c, plan_colours.identities_script(site), as_="root").stdout)
+    with report.step(f"the app runs as {user}, with this unit and .env") as step:
+        before = plan_colours.outdated(site, run(c, plan_colours.identities_script(site), as_="root").stdout)
         if not before:
             return
+        step.note(f"to restart: {', '.join(before)}")
         if check:
-            step.would_change(f"{', '.join(before)} run as another user: a free colour takes over, health-gated")
+            step.would_change(f"{', '.join(before)} run as another user or with an older unit or .env: a free colour takes over, health-gated")
             return
     with acting_as(site.deploy_user), site_lock(c, site, "provision"):
         state = colours.read_state(c, site)
@@ -70,7 +72,11 @@ def app_as_its_own_user(c: Connection, site: Site, report: Report, check: bool) 
             with report.step(f"restart the warm standby {standby} as {user}") as step:
                 colours.start(c, site, standby, site.paths.release(state.colours[standby]), serving="the live colour still serves")
                 step.changed()
-        with report.step(f"nothing of the app runs as another user than {user}"):
-            left = plan_colours.strangers(site, run(c, plan_colours.identities_script(site), as_="root").stdout)
+        if site.celery and site.paths.celery in before:
+            with report.step("restart celery") as step:
+                run(c, plan_colours.celery_restart_script(site))
+                step.changed()
+        with report.step(f"every app unit runs as {user}, with this unit and .env"):
+            left = plan_colours.outdated(site, run(c, plan_colours.identities_script(site), as_="root").stdout)
             if left:
-                raise StepError(f"still running as another user: {', '.join(left)}", "run `fab env.restart`, or provision again")
+                raise StepError(f"still outdated: {', '.join(left)}", "run `fab env.restart`, or provision again")

@@ -55,11 +55,12 @@ def stale_colours(state: ReleaseState) -> list[str]:
     return [c for c in COLOURS if c not in keep and (state.colours[c] or state.active[c])]
 
 
-def strangers(site: Site, output: str) -> list[str]:
-    """The running app units (from `identities_script`) whose process is not the app's own user: started before
-    the site had one, they go on running as the old identity until restarted."""
+def outdated(site: Site, output: str) -> list[str]:
+    """The running app units (from `identities_script`) that must restart to run as provision left them: a process
+    not of the app's own user (started before the site had one), or started before its unit file or .env last changed."""
     rows = [line.split() for line in output.splitlines()]
-    return [row[0] for row in rows if len(row) == 2 and row[1] != site.paths.app_user]
+    changed = next((int(row[1]) for row in rows if len(row) == 2 and row[0] == "@files" and row[1].isdigit()), 0)
+    return [row[0] for row in rows if len(row) == 3 and (row[1] != site.paths.app_user or not row[2].isdigit() or int(row[2]) < changed)]
 
 
 def switched_text(colour: str, old: str, retire: str) -> str:
@@ -158,12 +159,21 @@ def restart_script(site: Site, old: str) -> Script:
     return Script(f"stop {old}", f"sleep 1 && {retire_script(site, old)}")
 
 
+def celery_restart_script(site: Site) -> Script:
+    return Script("restart celery", systemctl("restart", site.paths.celery))
+
+
 def identities_script(site: Site) -> Script:
-    """``<unit> <user>`` for each running app unit: who its main process runs as (`strangers` reads it)."""
-    units = " ".join(q(u) for u in site.paths.app_units())
+    """``<unit> <user> <started>`` for each active app unit (one stopping is left out: who its main process runs as, since when, in epoch
+    seconds), then ``@files <epoch>``: when the unit files or .env last changed (`outdated` reads it)."""
+    paths = site.paths
+    units = " ".join(q(u) for u in paths.app_units())
+    files = " ".join(q(f) for f in (paths.unit_file(paths.gunicorn_template), paths.unit_file(paths.celery), paths.env))
     return Script("read who runs the app", (
         f"for u in {units}; do pid=$(systemctl show -p MainPID --value \"$u\"); "
-        'if [ "${pid:-0}" != 0 ]; then echo "$u $(stat -c %U "/proc/$pid")"; fi; done'
+        'if [ "${pid:-0}" != 0 ] && [ "$(systemctl is-active "$u")" = active ]; then '
+        'echo "$u $(stat -c %U "/proc/$pid") $(date -d "$(systemctl show -p ExecMainStartTimestamp --value "$u")" +%s)"; fi; done; '
+        f"echo \"@files $(stat -c %Y {files} 2>/dev/null | sort -n | tail -1)\""
     ))
 
 

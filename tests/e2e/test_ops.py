@@ -169,6 +169,8 @@ def test_logs_show_gunicorn_lines(site):
     entries = re.findall(r"^\w{3} \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \w+ sum-acme-gunicorn@(?:blue|green|amber)\.service\[\d+\]: ", out,
                          re.MULTILINE)
     assert len(entries) == 5, out
+    # The access log names the client as Caddy saw it (here: curl on the host itself).
+    assert re.search(r"\]: 127\.0\.0\.1 - - \[.*\] \"GET /health/ HTTP/1\.1\" 200 ", out), out
     assert "caddy" in site.client.fab("logs", "--service", "caddy", "--lines", "3").stdout
     for bad in (("--lines", "0"), ("--service", "nginx"), ("--service", "celery")):
         result = site.client.fab("logs", *bad, check=False)
@@ -237,6 +239,11 @@ def test_env_set_and_unset(site):
     assert "FOO removed" in out.stdout
     assert "FOO" not in site.host.ssh("cat /srv/sum/acme/.env").stdout
     assert site.env_state().split()[:3] == ["600", "deploy", "deploy"]
+
+    # The app still runs with the .env it started with; provision moves it onto this one (health-gated), once.
+    converged = site.client.fab("provision").stdout
+    assert re.search(r"changed\s+restart the app \(a free colour", converged), converged
+    assert re.search(r"provision: 0 changed", site.client.fab("provision").stdout)
 
 
 def test_env_set_restart_is_health_gated(site):

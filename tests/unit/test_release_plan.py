@@ -6,6 +6,7 @@ from datetime import UTC
 import pytest
 from invoke.exceptions import Exit
 
+from sum_tasks.commands import colours
 from sum_tasks.commands.colours import free_colour, live_colour, stale_colours, standby_colour, warm_standby
 from sum_tasks.commands.releases import (
     backup_undoing,
@@ -252,3 +253,13 @@ def test_a_failed_first_release_says_nothing_was_serving():
 
     assert serving_text(ReleaseState()) == "no release was live before this one, so nothing serves the site yet"
     assert serving_text(host_state()) == "the previous release is still serving"
+
+
+def test_outdated_units_are_those_of_another_user_or_older_than_their_unit_or_env(site):
+    output = ("sum-acme-kitchens-gunicorn@blue.service sum-acme-kitchens 1700000100\n"
+              "sum-acme-kitchens-gunicorn@green.service deploy 1700000200\n"
+              "sum-acme-kitchens-gunicorn@amber.service sum-acme-kitchens 1700000000\n"
+              "@files 1700000050\n")
+    assert colours.outdated(site, output) == ["sum-acme-kitchens-gunicorn@green.service", "sum-acme-kitchens-gunicorn@amber.service"]
+    assert colours.outdated(site, "sum-acme-kitchens-gunicorn@blue.service sum-acme-kitchens 1700000100\n@files 1700000100\n") == []
+    assert colours.outdated(site, "@files 1700000100\n") == []

@@ -43,6 +43,7 @@ SAMPLES = {
     "colours.restart_script": lambda s: [colours.restart_script(s, "green")],
     "colours.live_socket_script": lambda s: [colours.live_socket_script(s)],
     "colours.identities_script": lambda s: [colours.identities_script(s)],
+    "colours.celery_restart_script": lambda s: [colours.celery_restart_script(s)] if s.celery else [],
     "envfile.hook_script": lambda s: [envfile.hook_script(s, RELEASE, "before_migrate", "./manage.py check --deploy")],
     "envfile.write_script": lambda s: [envfile.write_script(s, s.paths.env + ".sum-AbC", "0" * 64, as_root) for as_root in (True, False)],
     "envfile.temp_script": lambda s: [envfile.temp_script(s)],
@@ -52,7 +53,7 @@ SAMPLES = {
     "health.wait": lambda s: [health.wait(s), health.wait(s, s.paths.colour("blue").socket, 3)],
     "health.smoke": lambda s: [health.smoke(s)],
     "journal.journal_script": lambda s: [journal.journal_script(s, service, 50, follow)
-                                         for service in ("app", "caddy", "celery", "backup") for follow in (False, True)],
+                                         for service in ("app", "caddy", "celery", "redis", "backup") for follow in (False, True)],
     "lock.hold_script": lambda s: [lock.hold_script(s, "release v1.2 by me@laptop since 2026-12-01 10:00:00Z", then)
                                    for then in ("", state.state_script(s).text)],
     "lock.holder_script": lambda s: [lock.holder_script(s)],
