@@ -228,10 +228,11 @@ def place_script(site: Site, staging: str, entry: dict, from_stdin: bool) -> Scr
 
 
 def venv_script(site: Site, venv: str, release_dir: str) -> Script:
-    """A new venv from the release's requirements.txt, never touching the live one."""
+    """A new venv from the release's requirements.txt, never touching the live one. pip runs in the release, where
+    relative paths in requirements.txt (``./wheels/x.whl``) resolve."""
     return Script("pip install -r requirements.txt", (
-        f"rm -rf {q(venv)} && {q(site.python)} -m venv {q(venv)} && "
-        f"{q(venv)}/bin/pip install --disable-pip-version-check --no-input --progress-bar off -r {q(release_dir)}/requirements.txt && "
+        f"rm -rf {q(venv)} && {q(site.python)} -m venv {q(venv)} && cd {q(release_dir)} && "
+        f"{q(venv)}/bin/pip install --disable-pip-version-check --no-input --progress-bar off -r requirements.txt && "
         f"touch {q(venv)}/.complete"
     ))
 
