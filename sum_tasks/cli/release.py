@@ -52,14 +52,15 @@ def fetch_code(c: Connection, site: Site, ref: str, source: str, repo: str, stag
         if shown.returncode != 0:
             raise StepError(f"{ref} has no requirements.txt", "the client repo needs a requirements.txt at its top level")
         requirements = shown.stdout
+        tree = subprocess.run([*git, "ls-tree", "-r", sha], capture_output=True, text=True, check=True).stdout
     else:
         out = run(c, releases.fetch_server_script(site, ref, staging),
                   hint="check the server's deploy key can read sum.repo_url, and that the commit has a requirements.txt").stdout
         if "@@nosuchref" in out:
             raise StepError(f"ref {ref!r} does not resolve to a commit in {site.repo_url}", "push the tag or branch, or check the spelling")
         parts = sections(out)
-        sha, requirements = parts["sha"].strip(), parts["requirements"]
-    entry = releases.release_entry(site, sha, requirements)
+        sha, requirements, tree = parts["sha"].strip(), parts["requirements"], parts.get("tree", "")
+    entry = releases.release_entry(site, sha, requirements, tree)
     out = run(c, releases.place_script(site, staging, entry, from_stdin=archive is not None), stdin=archive).stdout
     entry["reused"] = out.strip() == "reused"
     return entry, requirements

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 import re
 from collections.abc import Container, Iterable
 from datetime import UTC, datetime
@@ -88,9 +89,44 @@ def new_release_id(sha: str, now: datetime | None = None) -> str:
     return f"{now:%Y%m%dT%H%M%S}Z-{sha[:8]}"
 
 
-def requirements_digest(requirements: bytes, python: str) -> str:
-    """Which venv a release uses: one per interpreter and exact requirements.txt."""
-    return hashlib.sha256(python.encode() + b"\0" + requirements).hexdigest()[:16]
+# Options whose value is a path in the repository when it is not a URL.
+PATH_OPTIONS = ("-r", "--requirement", "-c", "--constraint", "-f", "--find-links", "-e", "--editable")
+
+
+def local_references(requirements: str) -> list[str]:
+    """The repository paths requirements.txt refers to: wheels and archives (``./wheels/x.whl``), ``--find-links``
+    directories, ``-r``/``-c`` files and local projects (``-e ./src/pkg``), relative to the repository's top."""
+    found = set()
+    for raw in requirements.splitlines():
+        words = raw.split(" #", 1)[0].split()
+        if not words or words[0].startswith("#"):
+            continue
+        option, _, value = words[0].partition("=")
+        if option in PATH_OPTIONS:
+            target, named = value or (words[1] if len(words) > 1 else ""), True
+        elif option[:2] in PATH_OPTIONS and not option.startswith("--"):
+            target, named = option[2:], True
+        else:
+            target, named = words[0], False
+        target = target.removeprefix("file:")
+        if "://" in target or target.startswith("/") or not target:
+            continue
+        if named or target.startswith(".") or target.endswith((".whl", ".tar.gz", ".zip")):
+            path = posixpath.normpath(target)
+            if path != "." and not path.startswith(".."):
+                found.add(path)
+    return sorted(found)
+
+
+def requirements_digest(requirements: bytes, python: str, tree: str = "") -> str:
+    """Which venv a release uses: one per interpreter, exact requirements.txt, and the content of every repository
+    file it refers to (`local_references`; `tree` is ``git ls-tree -r`` of the commit, whose blob ids are content hashes)."""
+    digest = hashlib.sha256(python.encode() + b"\0" + requirements)
+    blobs = dict(reversed(line.split("\t", 1)) for line in tree.splitlines() if "\t" in line)
+    for ref in local_references(requirements.decode(errors="replace")):
+        for path in sorted(p for p in blobs if p == ref or p.startswith(ref + "/")):
+            digest.update(f"\0{path}\0{blobs[path].split()[-1]}".encode())
+    return digest.hexdigest()[:16]
 
 
 def git_requirements(text: str) -> list[tuple[str, str]]:
@@ -189,16 +225,16 @@ def last_fingerprint(records: list[dict], release_id: str) -> str:
     return next((r.get("migrations", "") for r in reversed(records) if r["id"] == release_id and r.get("migrations")), "")
 
 
-def release_entry(site: Site, sha: str, requirements: str) -> dict:
+def release_entry(site: Site, sha: str, requirements: str, tree: str = "") -> dict:
     """The record a new release starts with: its commit, id and venv."""
     release_id = new_release_id(sha)
-    return {"sha": sha, "id": release_id, "venv": requirements_digest(requirements.encode(), site.python)}
+    return {"sha": sha, "id": release_id, "venv": requirements_digest(requirements.encode(), site.python, tree)}
 
 
 def fetch_server_script(site: Site, ref: str, staging: str) -> Script:
     """Fetch `sum.repo_url` into the site's mirror and unpack the commit `ref` names into `staging`.
 
-    Prints ``@@sha`` and ``@@requirements``, or ``@@nosuchref`` when the ref names no commit.
+    Prints ``@@sha``, ``@@tree`` (``git ls-tree -r``) and ``@@requirements``, or ``@@nosuchref`` when the ref names no commit.
     """
     repo, url = q(site.paths.repo), q(site.repo_url)
     return Script(f"fetch {site.repo_url} and unpack {ref}", (
@@ -206,7 +242,8 @@ def fetch_server_script(site: Site, ref: str, staging: str) -> Script:
         f"git -C {repo} fetch --quiet --prune --tags origin '+refs/*:refs/*'; "
         f"else git clone --quiet --mirror {url} {repo}; fi || exit 1\n"
         f"sha=$(git -C {repo} rev-parse --verify --quiet {q(ref + '^{commit}')}) || {{ echo @@nosuchref; exit 0; }}\n"
-        f"echo @@sha; echo \"$sha\"; mkdir {q(staging)} && touch {q(staging)}/.building && "
+        f"echo @@sha; echo \"$sha\"; echo @@tree; git -C {repo} ls-tree -r \"$sha\" || exit 1\n"
+        f"mkdir {q(staging)} && touch {q(staging)}/.building && "
         f"git -C {repo} archive --format=tar \"$sha\" | tar -x -C {q(staging)} && "
         f"echo @@requirements && cat {q(staging)}/requirements.txt"
     ))

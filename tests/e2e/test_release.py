@@ -1,11 +1,16 @@
 """release and rollback on real booted hosts: health-gated, zero dropped requests, self-healing."""
 
+import base64
+import hashlib
+import io
 import json
 import re
+import shlex
 import signal
 import subprocess
 import sys
 import time
+import zipfile
 from dataclasses import dataclass
 
 import pytest
@@ -330,3 +335,55 @@ def test_bad_input_is_refused_before_connecting(site):
                           (("release", "--ref", "v1", "--source", "ftp"), "--source must be one of")):
         out = site.client.fab(*argv, check=False)
         assert out.returncode != 0 and message in out.stderr and "[deploy@vps]" not in out.stdout
+
+
+def wheel(value: str) -> bytes:
+    """A wheel of package `sumdemo` 0.1 whose module holds `value`: rebuilt with another value, same name and version."""
+    files = {
+        "sumdemo/__init__.py": f"VALUE = {value!r}\n",
+        "sumdemo-0.1.dist-info/METADATA": "Metadata-Version: 2.1\nName: sumdemo\nVersion: 0.1\n",
+        "sumdemo-0.1.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: the tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = "".join(f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b'=').decode()},"
+                     f"{len(text.encode())}\n" for name, text in files.items())
+    files["sumdemo-0.1.dist-info/RECORD"] = record + "sumdemo-0.1.dist-info/RECORD,,\n"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(zipfile.ZipInfo(name, (2026, 1, 1, 0, 0, 0)), text)
+    return buffer.getvalue()
+
+
+def test_a_local_wheel_in_requirements_installs_and_a_rebuilt_one_gets_a_new_venv(site):
+    repo = site.client.path
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false"]
+    name = "wheels/sumdemo-0.1-py3-none-any.whl"
+
+    def commit(tag: str, value: str, touch: str = "") -> None:
+        (repo / "wheels").mkdir(exist_ok=True)
+        (repo / name).write_bytes(wheel(value))
+        if touch:
+            (repo / "NOTES.md").write_text(touch)
+        subprocess.run([*git, "add", "-A"], check=True)
+        subprocess.run([*git, "commit", "-q", "-m", tag], check=True)
+        subprocess.run([*git, "tag", tag], check=True)
+
+    subprocess.run([*git, "checkout", "-q", "-b", f"wheels-{site.host.suite}", "v2"], check=True)
+    requirements = (repo / "requirements.txt").read_text()
+    (repo / "requirements.txt").write_text(requirements + f"./{name}\n")
+    value = "import sumdemo; print(sumdemo.VALUE)"
+    try:
+        commit(f"wheel-one-{site.host.suite}", "one")
+        out = site.release(f"wheel-one-{site.host.suite}").stdout
+        assert "built a new venv" in out, out
+        assert site.host.ssh(f"/srv/sum/acme/current/.venv/bin/python -c {shlex.quote(value)}").stdout.strip() == "one"
+        # The same wheel name and version, rebuilt: requirements.txt is unchanged, the venv is not.
+        commit(f"wheel-two-{site.host.suite}", "two")
+        out = site.release(f"wheel-two-{site.host.suite}").stdout
+        assert "built a new venv" in out, out
+        assert site.host.ssh(f"/srv/sum/acme/current/.venv/bin/python -c {shlex.quote(value)}").stdout.strip() == "two"
+        # Nothing the requirements name changed: the venv is reused.
+        commit(f"wheel-three-{site.host.suite}", "two", touch="notes\n")
+        assert "venv reused" in site.release(f"wheel-three-{site.host.suite}").stdout
+    finally:
+        subprocess.run([*git, "checkout", "-q", "-f", "main"], check=True)

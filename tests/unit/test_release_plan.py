@@ -6,7 +6,7 @@ from datetime import UTC
 import pytest
 from invoke.exceptions import Exit
 
-from sum_tasks.commands import colours
+from sum_tasks.commands import colours, releases
 from sum_tasks.commands.colours import free_colour, live_colour, stale_colours, standby_colour, warm_standby
 from sum_tasks.commands.releases import (
     backup_undoing,
@@ -263,3 +263,37 @@ def test_outdated_units_are_those_of_another_user_or_older_than_their_unit_or_en
     assert colours.outdated(site, output) == ["sum-acme-kitchens-gunicorn@green.service", "sum-acme-kitchens-gunicorn@amber.service"]
     assert colours.outdated(site, "sum-acme-kitchens-gunicorn@blue.service sum-acme-kitchens 1700000100\n@files 1700000100\n") == []
     assert colours.outdated(site, "@files 1700000100\n") == []
+
+
+REAL_REQUIREMENTS = """Django==5.2
+./wheels/core-0.6.0-py3-none-any.whl
+--find-links ./wheels
+-c constraints.txt
+-r other.txt
+-e ./src/pkg
+-e git+https://git.example/y.git@v1#egg=y
+https://example.com/x-1.0-py3-none-any.whl
+--find-links=https://pypi.example/simple
+-rbase.txt
+# a comment naming ./nope.whl
+gunicorn  # ./not-this.whl
+"""
+TREE = ("100644 blob aaa\twheels/core-0.6.0-py3-none-any.whl\n100644 blob bbb\tother.txt\n"
+        "100644 blob ccc\tsrc/pkg/pyproject.toml\n100644 blob ddd\tREADME.md\n")
+
+
+def test_local_references_are_the_repository_paths_requirements_name():
+    assert releases.local_references(REAL_REQUIREMENTS) == [
+        "base.txt", "constraints.txt", "other.txt", "src/pkg", "wheels", "wheels/core-0.6.0-py3-none-any.whl"]
+    assert releases.local_references("Django==5.2\n/opt/wheels/x.whl\n-r ../outside.txt\n") == []
+
+
+def test_the_venv_key_covers_every_local_file_the_requirements_name():
+    key = releases.requirements_digest(REAL_REQUIREMENTS.encode(), "python3", TREE)
+    # A wheel rebuilt with the same name and version, or a changed local project: a new venv.
+    assert releases.requirements_digest(REAL_REQUIREMENTS.encode(), "python3", TREE.replace("aaa", "aab")) != key
+    assert releases.requirements_digest(REAL_REQUIREMENTS.encode(), "python3", TREE.replace("ccc", "ccd")) != key
+    # A file the requirements do not name changes nothing; nor does the tree for requirements without local paths.
+    assert releases.requirements_digest(REAL_REQUIREMENTS.encode(), "python3", TREE.replace("ddd", "dde")) == key
+    plain = b"Django==5.2\n"
+    assert releases.requirements_digest(plain, "python3", TREE) == releases.requirements_digest(plain, "python3")
