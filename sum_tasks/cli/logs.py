@@ -19,6 +19,8 @@ def validate_service(service: str, site: Site) -> str:
         raise Exit(f"--service must be one of {', '.join(SERVICES)} (got {service!r})", code=2)
     if service == "celery" and not site.celery:
         raise Exit("--service celery: celery is not enabled for this site (sum.celery)", code=2)
+    if service == "schedule" and not site.schedule:
+        raise Exit("--service schedule: this site has no sum.schedule entries", code=2)
     return service
 
 
@@ -40,7 +42,7 @@ def show_logs(c: Connection, site: Site, service: str, lines: int, follow: bool)
 
 
 @task(help={
-    "service": "app (the gunicorn colours, the default), caddy, celery, redis (the site's own) or backup (the nightly backup)",
+    "service": "app (the gunicorn colours, the default), caddy, celery, redis (the site's own), schedule (every sum.schedule run) or backup (the nightly backup)",
     "follow": "keep printing new lines until Ctrl-C",
     "lines": "how many recent lines to show first (default 50)",
 })

@@ -8,12 +8,13 @@ from datetime import datetime
 from fabric import Connection
 from invoke import Context, task
 
+from ..commands import schedules
 from ..commands.backup import Entry, describe_timer, entry_time, format_age, format_size, parse_list, script_error, sorted_entries
 from ..commands.colours import live_colour, standby_colour, warm_standby
 from ..commands.state import ReleaseState
 from ..configuration import Site
 from ..host.output import Report, StepError
-from ..host.runner import host_label
+from ..host.runner import host_label, run
 from ..host.targets import targets
 from .colours import read_state
 from .db import run_db
@@ -78,6 +79,7 @@ def show_status(c: Connection, site: Site) -> None:
             raise StepError(script_error(listing))
         now, entries, service, timer = parse_list(listing.stdout)
         holder = read_holder(c, site)
+        scheduled = schedules.describe(site, run(c, schedules.schedules_script(site)).stdout) if site.schedule else []
     now = now or int(time.time())
     current, colour = state.current, live_colour(state)
     live, previous = split_records(list(state.records), current)
@@ -90,9 +92,11 @@ def show_status(c: Connection, site: Site) -> None:
         report.print(f"  {'live':<12} {current} (no record of it in releases.jsonl)")
     report.print(f"  {'standby':<12} {describe_standby(state)}")
     for i, record in enumerate(previous):
-        report.print(f"  {'previous' if i == 0 else '':<12} {describe_record(record, now, record['id'] in state['dirs'])}")
+        report.print(f"  {'previous' if i == 0 else '':<12} {describe_record(record, now, record['id'] in state.dirs)}")
     report.print(f"  {'last backup':<12} {describe_backup(site, now, entries)}")
     report.print(f"  {'nightly':<12} {describe_timer(service, timer)}")
+    for name, text, _ in scheduled:
+        report.print(f"  {'schedule':<12} {name}: {text}")
     report.print(f"  {'lock':<12} {holder or 'none'}")
     live_text = (f"{current} live" + (f" ({live.get('ref', '')})" if live else "")) if current else "no live release"
     report.print(f"[{report.host}] status: {live_text}, lock {'held' if holder else 'free'}")
@@ -100,6 +104,6 @@ def show_status(c: Connection, site: Site) -> None:
 
 @task
 def status(c: Context) -> None:
-    """The live release, the releases before it, the last backup, the nightly timer's last run, and who holds the lock."""
+    """The live release, the releases before it, the last backup, the nightly timer's and each schedule's last run, and who holds the lock."""
     for conn, site in targets(c):
         show_status(conn, site)

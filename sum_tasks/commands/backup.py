@@ -251,10 +251,10 @@ def describe_entry(site: Site, entry: Entry, now: int) -> str:
     return f"{entry.name:<52} {format_size(entry.size):>9}  {format_age(now - entry_time(site, entry)) + ' ago':>10}  {state}"
 
 
-def describe_timer(service: dict[str, str], timer: dict[str, str]) -> str:
-    """One line on the nightly backup: its last result and its next run."""
+def describe_timer(service: dict[str, str], timer: dict[str, str], what: str = "nightly") -> str:
+    """One line on a timer's service (the nightly backup, a schedule): its last result and its next run."""
     if timer.get("LoadState") != "loaded":
-        return "nightly: no backup timer on this host (run provision)"
+        return f"{what}: no timer on this host (run provision)"
     state = "enabled" if timer.get("UnitFileState") == "enabled" and timer.get("ActiveState") == "active" else (
         f"NOT running ({timer.get('UnitFileState', '?')}, {timer.get('ActiveState', '?')})"
     )
@@ -268,7 +268,7 @@ def describe_timer(service: dict[str, str], timer: dict[str, str]) -> str:
     else:
         last = f"last run {finished}: FAILED ({service.get('Result', '?')}, exit status {service.get('ExecMainStatus', '?')})"
     upcoming = timer.get("NextElapseUSecRealtime", "")
-    return f"nightly ({state}): {last}" + (f"; next {upcoming}" if upcoming else "")
+    return f"{what} ({state}): {last}" + (f"; next {upcoming}" if upcoming else "")
 
 
 def upload_script(site: Site, name: str, sha256: str, as_root: bool) -> Script:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from ..configuration import COLOURS, Site
 from . import backup as backups
+from . import schedules
 from .colours import live_colour
 from .facts import REDIS_PORT, allowed_ports, loopback_only, ufw_converged
 from .health import curl_health, parse_answer
@@ -34,7 +35,7 @@ class Check:
     detail: str
 
     def line(self) -> str:
-        return f"  {self.status:<12} {self.name:<14} {self.detail}"
+        return f"  {self.status:<12} {self.name:<14}  {self.detail}"
 
 
 # ---------------------------------------------------------------- the one remote command
@@ -66,7 +67,8 @@ def check_script(site: Site, project_dir: str = "") -> Script:
         "echo @@live; readlink live.sock\n"
         + "".join(f"echo @@{c}; readlink colours/{c}\n" for c in COLOURS)
         + f"echo @@active; systemctl is-active {' '.join(q(u) for u in units(site))}\n"
-        "echo @@release_env; cat current/.release.env 2>/dev/null\n"
+        + schedules.show_text(site)
+        + "echo @@release_env; cat current/.release.env 2>/dev/null\n"
         f"echo @@health; {curl_health(site)}; echo\n"
         "echo @@env_stat; stat -c '%a %U %G' .env 2>&1\n"
         f"if [ \"$(id -u)\" = 0 ]; then echo @@ufw; ufw status verbose 2>&1; "
@@ -231,6 +233,12 @@ def check_backup(site: Site, now: int, entries: list[backups.Entry]) -> Check:
     return Check("backup", "warn" if age > BACKUP_WARN_HOURS * 3600 else "ok", detail)
 
 
+def check_schedules(site: Site, output: str) -> list[Check]:
+    """Each `sum.schedule` entry: its timer runs, and its last run (if any) succeeded; a failed run fails the check."""
+    return [Check(f"schedule {name}", "fail" if bad else "ok", text + (": `fab logs --service schedule`" if bad else ""))
+            for name, text, bad in schedules.describe(site, output)]
+
+
 def check_timer(service: dict[str, str], timer: dict[str, str]) -> Check:
     """The nightly backup timer is enabled and running, and its last run did not fail."""
     text = backups.describe_timer(service, timer)
@@ -259,7 +267,7 @@ def judge(site: Site, output: str) -> list[Check]:
     if tls:
         checks.append(tls)
     checks += [check_backup(site, now, entries), check_timer(service, timer)]
-    return checks
+    return checks + check_schedules(site, output)
 
 
 def counts(checks: list[Check]) -> str:

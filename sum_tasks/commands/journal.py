@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..configuration import Site
 from .script import Script, q
 
-SERVICES = ("app", "caddy", "celery", "redis", "backup")
+SERVICES = ("app", "caddy", "celery", "redis", "schedule", "backup")
 
 
 def units(site: Site, service: str) -> list[str]:
@@ -18,6 +18,8 @@ def units(site: Site, service: str) -> list[str]:
         return [site.paths.celery]
     if service == "redis":
         return [site.paths.redis]
+    if service == "schedule":
+        return [site.paths.schedule(name)[0] for name in site.schedule]
     return [site.paths.backup_service]
 
 

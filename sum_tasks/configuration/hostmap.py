@@ -158,6 +158,11 @@ class HostMap:
         return Colour(f"{self.colours}/{colour}", f"{self.colours}/{colour}.env", f"{self.run_dir}/{colour}.sock",
                       f"{self.unit_prefix}-gunicorn@{colour}.service")
 
+    def schedule(self, name: str) -> tuple[str, str]:
+        """The service and timer of the `sum.schedule` entry `name`."""
+        unit = f"{self.unit_prefix}-schedule-{name}"
+        return f"{unit}.service", f"{unit}.timer"
+
     @staticmethod
     def unit_file(unit: str) -> str:
         return f"{SYSTEMD}/{unit}"
@@ -179,7 +184,7 @@ class HostMap:
         """Every path of the site with its owner, group and mode (`TABLE`); directories first, in the order provision makes them."""
         names = {**vars(self), "srv": SRV, "etc": ETC, "web": WEB_GROUP, "user": self.site.deploy_user, "app": self.app_user}
         units = [self.gunicorn_template, self.celery, self.redis, self.media_mount, self.backup_service, self.backup_timer,
-                 self.scratch_create, self.scratch_drop]
+                 self.scratch_create, self.scratch_drop, *(u for name in self.site.schedule for u in self.schedule(name))]
         rows = [line.split(None, 4) for line in TABLE.strip().splitlines()]
         rows += [["file", self.unit_file(u), "0644", "root:root", "systemd unit"] for u in units]
         return [Entry(kind, path.format(**names), int(mode, 8), *owner.format(**names).split(":"), what)

@@ -190,6 +190,41 @@ def _hooks(key: str, value: Any) -> dict[str, tuple[str, ...]]:
     return hooks
 
 
+SCHEDULE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
+# Management command words: no shell or systemd specifier characters, so they go into a unit as they are.
+COMMAND_WORD_RE = re.compile(r"[A-Za-z0-9_.:=,/@+-]+")
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    """One ``sum.schedule`` entry: a management command and when systemd runs it."""
+
+    command: tuple[str, ...]
+    when: str
+
+
+def _schedule(key: str, value: Any) -> dict[str, Scheduled]:
+    given = value or {}
+    if not hasattr(given, "keys"):
+        raise ConfigError(key, "must map names to {command, when}", given)
+    entries = {}
+    for name in given.keys():  # noqa: SIM118 (Invoke's DataProxy has keys(), no iteration)
+        where = f"{key}.{name}"
+        if not isinstance(name, str) or not SCHEDULE_NAME_RE.fullmatch(name):
+            raise ConfigError(where, "a schedule's name is 1-40 of a-z, 0-9, '_' and '-'", name)
+        entry = given[name]
+        if not hasattr(entry, "keys"):
+            raise ConfigError(where, "must be {command: ..., when: ...}", entry)
+        reject_unknown(entry, ("command", "when"), f"{where}.")
+        command = str(entry.get("command", "")).split()
+        if not command or not all(COMMAND_WORD_RE.fullmatch(word) for word in command):
+            raise ConfigError(f"{where}.command", "a management command and its arguments: letters, digits and _.:=,/@+- only",
+                              entry.get("command"))
+        when = _match(ONCALENDAR_RE, "must be a systemd OnCalendar expression (`*:0/10`, `daily`)")(f"{where}.when", entry.get("when", ""))
+        entries[name] = Scheduled(tuple(command), when)
+    return entries
+
+
 # ---------------------------------------------------------------- the table
 
 
@@ -249,6 +284,9 @@ class Site:
     health_timeout: int = setting(30, "1-600", "seconds a new release has to answer `/health/`", _int(1, 600))
     strict_pins: bool = setting(False, "true or false", "refuse git requirements that follow a branch", _bool)
     backups: Backups = setting(Backups(), "", "the site's database backups", lambda key, value: value)
+    schedule: dict[str, Scheduled] = setting({}, "names mapping to `{command, when}`: a management command and a systemd "
+                                             "`OnCalendar` expression", "management commands systemd runs on a schedule, in the live "
+                                             "release as the app's user (see the runbook's Schedules)", _schedule)
     hooks: dict[str, tuple[str, ...]] = setting({point: [] for point in HOOK_POINTS}, f"one of {', '.join(HOOK_POINTS)}: one-line shell commands",
                                                 "shell commands run on the host at named points (see the runbook's Hooks)", _hooks)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..commands.script import q
 from ..commands.templating import render
 from ..configuration import Site
+from ..configuration.hostmap import SYSTEMD
 from .base import Op, absent_op, file_op
 from .site import live_socket_op
 
@@ -28,4 +29,31 @@ def unit_ops(site: Site, project_dir: str = "") -> list[Op]:
     names = " ".join(q(u) for u in paths.app_units())
     ops.append(Op("units enabled", f"systemctl is-enabled -q {names}", f"systemctl enable {names}"))
     ops.append(live_socket_op(site))
+    return ops + schedule_ops(site, project_dir)
+
+
+def schedule_ops(site: Site, project_dir: str = "") -> list[Op]:
+    """Each `sum.schedule` entry's service and timer, the timer enabled; a schedule no longer configured removed."""
+    paths, ops = site.paths, []
+    for name, entry in site.schedule.items():
+        service, timer = paths.schedule(name)
+        ctx = {"site": site, "name": name, "entry": entry, "service": service}
+        ops += [
+            file_op(f"schedule {name} unit", paths.unit_file(service), render("schedule.service.j2", ctx, project_dir), then=DAEMON_RELOAD),
+            file_op(f"schedule {name} timer", paths.unit_file(timer), render("schedule.timer.j2", ctx, project_dir),
+                    then=f"{DAEMON_RELOAD} && systemctl restart {q(timer)}"),
+            Op(f"schedule {name} timer enabled and running", f"systemctl is-enabled -q {q(timer)} && systemctl is-active -q {q(timer)}",
+               f"systemctl enable --now {q(timer)}"),
+        ]
+    # The timers this site has: its marker on their first line (another site's slug may share the name's prefix).
+    marker = f"# Managed by sum_tasks for site {site.site_slug}: schedule "
+    have = (f"grep -lx {q(marker)}'[a-z0-9_-]*' {q(SYSTEMD)}/{q(paths.unit_prefix)}-schedule-*.timer 2>/dev/null | "
+            "sed 's|.*/||' | sort")
+    want = "\n".join(sorted(paths.schedule(name)[1] for name in site.schedule))
+    ops.append(Op(
+        "no other schedules", f"[ \"$({have})\" = \"$(printf {q(want)})\" ]",
+        f"keep={q(' ' + ' '.join(paths.schedule(n)[1] for n in site.schedule) + ' ')}; {have} | while read -r t; do "
+        'case "$keep" in *" $t "*) continue;; esac; systemctl disable --now "$t"; '
+        f"rm -f {q(SYSTEMD)}/\"$t\" {q(SYSTEMD)}/\"${{t%.timer}}.service\"; done; {DAEMON_RELOAD}",
+    ))
     return ops

@@ -279,3 +279,53 @@ def test_provision_gives_a_site_released_before_live_sock_one(site):
     site.host.ssh(HEALTHY)
     again = site.client.fab("provision")
     assert re.search(r"^  ok\s+live\.sock names the live colour", again.stdout, re.MULTILINE), again.stdout
+
+
+def wait_for(host, command: str, timeout: float = 30.0) -> str:
+    """Poll `command` on the host until it prints something; that output."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = host.ssh(command, check=False).stdout.strip()
+        if out:
+            return out
+        time.sleep(0.2)
+    raise AssertionError(f"nothing from {command!r} within {timeout}s")
+
+
+def test_schedules_run_as_the_app_on_the_release_they_began_on(site):
+    host, stamp = site.host, "sum-acme-schedule-stamp.service"
+    schedule = {"stamp": {"command": "stamp --seconds 6", "when": "daily"}, "broken": {"command": "stamp --fail", "when": "*:0/30"}}
+    site.client.configure(site_config(site.host, health_timeout=10, schedule=schedule))
+    try:
+        out = site.client.fab("provision").stdout
+        assert re.search(r"changed\s+schedule stamp timer enabled and running", out), out
+        assert host.ssh("systemctl is-active sum-acme-schedule-stamp.timer sum-acme-schedule-broken.timer").stdout.split() == ["active"] * 2
+        assert "OnCalendar=*:0/30" in host.ssh("systemctl cat sum-acme-schedule-broken.timer").stdout
+        began_on = host.ssh("readlink -f /srv/sum/acme/current").stdout.strip()
+        host.ssh(f"systemctl start --no-block {stamp}")
+        pid = wait_for(host, f"pid=$(systemctl show -p MainPID --value {stamp}); [ \"$pid\" != 0 ] && echo $pid")
+        assert host.ssh(f"stat -c %U /proc/{pid}").stdout.strip() == "sum-acme"
+        assert host.ssh(f"readlink /proc/{pid}/cwd").stdout.strip() == began_on
+        # Started again while it runs: no second run. A release meanwhile: the run ends on the release it began on.
+        host.ssh(f"systemctl start --no-block {stamp}")
+        site.client.fab("-H", "deploy@vps", "release", "--ref", "v1.2")
+        assert host.ssh("readlink -f /srv/sum/acme/current").stdout.strip() != began_on
+        wait_for(host, f"[ \"$(systemctl is-active {stamp})\" = inactive ] && echo done", timeout=60)
+        runs = host.ssh(f"journalctl -u {stamp} -o cat --no-pager | grep '^stamp release='").stdout.splitlines()
+        uid = host.ssh("id -u sum-acme").stdout.strip()
+        assert runs == [f"stamp release={began_on} uid={uid}"], runs
+        host.ssh("systemctl start sum-acme-schedule-broken.service", check=False)
+
+        checked = site.client.fab("check", check=False)
+        assert checked.returncode == 1 and "check failed: root@vps: schedule broken" in checked.stderr
+        found = site.checks(checked.stdout)
+        assert found["schedule stamp"][0] == "ok" and "succeeded" in found["schedule stamp"][1], checked.stdout
+        assert found["schedule broken"][0] == "fail" and "FAILED" in found["schedule broken"][1], checked.stdout
+        status = site.client.fab("status").stdout
+        assert re.search(r"schedule\s+stamp: manage.py stamp --seconds 6, daily \(enabled\): last run .*: succeeded", status), status
+        assert "stamp release=" in site.client.fab("logs", "--service", "schedule", "--lines", "20").stdout
+    finally:
+        site.client.configure(site_config(site.host, health_timeout=10))
+        removed = site.client.fab("provision").stdout
+    assert re.search(r"changed\s+no other schedules", removed), removed
+    assert host.ssh("ls /etc/systemd/system | grep -c schedule", check=False).stdout.strip() == "0"

@@ -332,7 +332,7 @@ def test_logs_services(site, site_config):
     assert logs.units(site, "app") == [f"sum-acme-kitchens-gunicorn@{c}.service" for c in ("blue", "green", "amber")]
     assert logs.units(site, "caddy") == ["caddy.service"]
     assert logs.units(site, "backup") == ["sum-acme-kitchens-backup.service"]
-    with pytest.raises(Exit, match="--service must be one of app, caddy, celery, redis, backup"):
+    with pytest.raises(Exit, match="--service must be one of app, caddy, celery, redis, schedule, backup"):
         logs.validate_service("nginx", site)
     with pytest.raises(Exit, match="celery is not enabled"):
         logs.validate_service("celery", site)
@@ -369,3 +369,24 @@ def test_a_host_that_refuses_the_connection_is_a_failed_check_with_the_reason(si
     checks = check_task.check_host(Unreachable(), site, stream)
     assert [(c.name, c.status) for c in checks] == [("host", "fail")]
     assert "cannot connect to root@gone: ConnectionRefusedError" in checks[0].detail
+
+
+SCHEDULED = {"publish": {"command": "publish_scheduled", "when": "*:0/10"}, "sessions": {"command": "clearsessions", "when": "daily"}}
+
+
+def test_each_schedule_is_a_check_and_a_failed_run_fails_it(site_config):
+    from sum_tasks.configuration import load_site
+    site = load_site({**site_config, "schedule": SCHEDULED})
+    timer = "LoadState=loaded\nUnitFileState=enabled\nActiveState=active\nNextElapseUSecRealtime=Tue 2026-12-01 21:00:00 UTC\n"
+    good = "Result=success\nExecMainStatus=0\nExecMainExitTimestamp=Tue 2026-12-01 20:50:01 UTC\nActiveState=inactive\n"
+    failed = "Result=exit-code\nExecMainStatus=1\nExecMainExitTimestamp=Tue 2026-12-01 20:40:01 UTC\nActiveState=failed\n"
+    output = f"@@schedule publish\n{good}@@schedule_timer publish\n{timer}@@schedule sessions\n{failed}@@schedule_timer sessions\n{timer}"
+    checks = {c.name: c for c in check.check_schedules(site, output)}
+    assert checks["schedule publish"].status == "ok"
+    assert "manage.py publish_scheduled, *:0/10 (enabled): last run Tue 2026-12-01 20:50:01 UTC: succeeded" in checks["schedule publish"].detail
+    assert checks["schedule sessions"].status == "fail" and "FAILED (exit-code, exit status 1)" in checks["schedule sessions"].detail
+    never = check.check_schedules(site, f"@@schedule publish\nActiveState=inactive\n@@schedule_timer publish\n{timer}")[0]
+    assert never.status == "ok" and "has not run yet" in never.detail
+    missing = check.check_schedules(site, "")
+    assert [c.status for c in missing] == ["fail", "fail"] and "no timer on this host" in missing[0].detail
+    assert "@@schedule publish" in check.check_script(site).text

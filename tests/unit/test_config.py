@@ -104,3 +104,20 @@ def test_repo_url_without_credentials():
     assert "deploy key" in refused(repo_url="https://ci:s3cret-token@git.example/acme.git")
     assert load_site({**GOOD, "repo_url": "https://git.example/acme.git"}).repo_url
     assert load_site({**GOOD, "repo_url": "git@git.example:agency/acme.git"}).repo_url
+
+
+def test_schedule_entries_are_validated_names_commands_and_calendars(site_config):
+    site = load_site({**site_config, "schedule": {"publish": {"command": "publish_scheduled", "when": "*:0/10"},
+                                                  "sessions": {"command": "clearsessions --verbosity 0", "when": "daily"}}})
+    assert site.schedule["sessions"].command == ("clearsessions", "--verbosity", "0")
+    assert site.paths.schedule("publish") == ("sum-acme-kitchens-schedule-publish.service", "sum-acme-kitchens-schedule-publish.timer")
+    for bad, key in (({"Pub lish": {"command": "x", "when": "daily"}}, "schedule.Pub lish"),
+                     ({"p": {"command": "x; rm -rf /", "when": "daily"}}, "schedule.p.command"),
+                     ({"p": {"command": "shell -c '%h'", "when": "daily"}}, "schedule.p.command"),
+                     ({"p": {"command": "", "when": "daily"}}, "schedule.p.command"),
+                     ({"p": {"command": "x", "when": "$(id)"}}, "schedule.p.when"),
+                     ({"p": {"command": "x", "when": "daily", "user": "root"}}, "schedule.p.user"),
+                     ({"p": "publish_scheduled"}, "schedule.p")):
+        with pytest.raises(ConfigError) as err:
+            load_site({**site_config, "schedule": bad})
+        assert str(err.value.message).startswith(f"sum.{key}: "), (bad, err.value.message)

@@ -189,7 +189,7 @@ def test_list_with_rehash_flags_mismatches(site):
 
 
 def test_timer_states():
-    assert db.describe_timer({}, {"LoadState": "not-found"}) == "nightly: no backup timer on this host (run provision)"
+    assert db.describe_timer({}, {"LoadState": "not-found"}) == "nightly: no timer on this host (run provision)"
     timer = {"LoadState": "loaded", "ActiveState": "active", "UnitFileState": "enabled"}
     assert db.describe_timer({"ActiveState": "inactive"}, timer) == "nightly (enabled): has not run yet"
     failed = {"ExecMainExitTimestamp": "Thu 2026-11-26 03:15:04 UTC", "Result": "exit-code", "ExecMainStatus": "1"}

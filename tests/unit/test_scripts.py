@@ -12,7 +12,7 @@ import pytest
 import sum_tasks.cli
 import sum_tasks.commands
 import sum_tasks.operations
-from sum_tasks.commands import backup, check, colours, envfile, facts, health, journal, lock, releases, state
+from sum_tasks.commands import backup, check, colours, envfile, facts, health, journal, lock, releases, schedules, state
 from sum_tasks.commands.facts import Facts
 from sum_tasks.commands.script import Script
 from sum_tasks.configuration import load_site
@@ -23,6 +23,8 @@ BASE = {"site_slug": "acme-kitchens", "domains": ["acme.example", "www.acme.exam
         "repo_url": "git@git.example:agency/acme.git"}
 PLAIN = load_site(BASE)
 FULL = load_site({**BASE, "celery": True, "ssh_hardening": True, "deploy_user_sudo": True, "tls": "internal",
+                  "schedule": {"publish": {"command": "publish_scheduled", "when": "*:0/10"},
+                               "sessions": {"command": "clearsessions --verbosity 0", "when": "daily"}},
                   "authorized_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBm op@laptop"]})
 RELEASE = "/srv/sum/acme-kitchens/releases/20261126T195308Z-1f817658"
 ENTRY = {"sha": "1f8176581cedda8ce1a42675197bd2c16833c03d", "id": "20261126T195308Z-1f817658", "venv": "0123456789abcdef",
@@ -43,6 +45,7 @@ SAMPLES = {
     "colours.restart_script": lambda s: [colours.restart_script(s, "green")],
     "colours.live_socket_script": lambda s: [colours.live_socket_script(s)],
     "colours.identities_script": lambda s: [colours.identities_script(s)],
+    "schedules.schedules_script": lambda s: [schedules.schedules_script(s)],
     "colours.celery_restart_script": lambda s: [colours.celery_restart_script(s)] if s.celery else [],
     "envfile.hook_script": lambda s: [envfile.hook_script(s, RELEASE, "before_migrate", "./manage.py check --deploy")],
     "envfile.write_script": lambda s: [envfile.write_script(s, s.paths.env + ".sum-AbC", "0" * 64, as_root) for as_root in (True, False)],
@@ -53,7 +56,7 @@ SAMPLES = {
     "health.wait": lambda s: [health.wait(s), health.wait(s, s.paths.colour("blue").socket, 3)],
     "health.smoke": lambda s: [health.smoke(s)],
     "journal.journal_script": lambda s: [journal.journal_script(s, service, 50, follow)
-                                         for service in ("app", "caddy", "celery", "redis", "backup") for follow in (False, True)],
+                                         for service in ("app", "caddy", "celery", "redis", "schedule", "backup") for follow in (False, True)],
     "lock.hold_script": lambda s: [lock.hold_script(s, "release v1.2 by me@laptop since 2026-12-01 10:00:00Z", then)
                                    for then in ("", state.state_script(s).text)],
     "lock.holder_script": lambda s: [lock.holder_script(s)],
