@@ -12,8 +12,9 @@ from ..configuration import defaults
 
 def namespace() -> Collection:
     """A fresh root collection with every library task and the ``sum`` defaults."""
-    from . import check, db, env, lock, logs, provision, release, rollback, status
+    from . import check, db, env, lock, logs, manage, provision, release, rollback, status
 
+    manage.claim_arguments()
     ns = Collection()
     ns.add_task(provision.provision)
     ns.add_task(release.release)
@@ -21,7 +22,7 @@ def namespace() -> Collection:
     ns.add_task(release.releases_task)
     ns.add_task(lock.unlock)
     ns.add_collection(db.db)
-    for t in (check.check, status.status, logs.logs):
+    for t in (check.check, status.status, logs.logs, manage.manage):
         ns.add_task(t)
     ns.add_collection(env.env)
     ns.configure({"sum": defaults(), "run": {"in_stream": False}})

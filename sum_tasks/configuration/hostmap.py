@@ -31,6 +31,8 @@ NAME_MAX = 32
 # Verbs the deploy user may run on each gunicorn colour: starting one, stopping one now or in the background.
 COLOUR_VERBS = ("start", "stop", "--no-block stop", "restart", "reset-failed")
 CELERY_VERBS = ("start", "stop", "restart")
+# The environment variable carrying `fab manage`'s arguments through sudo to the manage script.
+MANAGE_ARGS = "SUM_MANAGE_ARGS"
 
 
 class Entry(NamedTuple):
@@ -80,6 +82,7 @@ file  {redis_conf}   0644  root:root      the site's Redis config: unix socket o
 file  {tmpfiles}     0644  root:root      makes the socket directory at boot
 file  {sudoers}      0440  root:root      the deploy user's exact root commands
 file  {backup_script} 0755 root:root      the backup script the nightly service runs
+file  {manage_script} 0755 root:root      `fab manage`: runs manage.py in the live release as the app's user (systemd-run)
 file  {caddy_site}   0644  root:root      the site's Caddy config
 """
 
@@ -127,6 +130,7 @@ class HostMap:
         self.redis_data = f"/var/lib/{self.unit_prefix}-redis"
         self.redis_conf = f"{ETC}/{self.unit_prefix}-redis.conf"
         self.backup_script = f"/usr/local/bin/{self.unit_prefix}-db"
+        self.manage_script = f"/usr/local/bin/{self.unit_prefix}-manage"
         self.sudoers = f"/etc/sudoers.d/{self.unit_prefix}"
         self.tmpfiles = f"/etc/tmpfiles.d/{self.unit_prefix}.conf"
         self.caddy_site = f"{CADDY_SITES}/{self.unit_prefix}.caddy"
@@ -204,9 +208,10 @@ class HostMap:
         return rules + [("start", unit) for unit in (self.backup_service, self.scratch_create, self.scratch_drop)]
 
     def sudo_commands(self) -> list[str]:
-        """The sudoers lines: each rule under each path systemctl may be called by (`systemctl` minus its ``sudo -n``)."""
+        """The sudoers lines: each rule under each path systemctl may be called by (`systemctl` minus its ``sudo -n``),
+        and the manage script with no arguments (``""``: its arguments come in `MANAGE_ARGS`, kept by sudoers)."""
         commands = [systemctl(verb, unit).removeprefix("sudo -n ") for verb, unit in self.sudo_rules()]
-        return [path + command.removeprefix(SYSTEMCTL) for path in SYSTEMCTL_PATHS for command in commands]
+        return [path + command.removeprefix(SYSTEMCTL) for path in SYSTEMCTL_PATHS for command in commands] + [f'{self.manage_script} ""']
 
     def table(self) -> str:
         """Every path as a markdown table (``docs/architecture.md``)."""

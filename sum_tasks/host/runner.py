@@ -128,6 +128,14 @@ def _with_input(c: Connection, command: str, data: bytes, timeout: float) -> Res
         channel.close()
 
 
+def interactive(c: Connection, script: Script) -> int:
+    """Run `script` with this terminal (a pty when stdin is one) or this stdin (a pipe) and its output shown; its exit status."""
+    connect(c)
+    tty = sys.stdin.isatty()
+    got = c.run(command_line(c, script, sudo_prompt=False)[0], pty=tty, in_stream=sys.stdin, warn=True, hide=False)
+    return got.exited
+
+
 def stream(c: Connection, script: Script) -> int | None:
     """Run `script`, copying its output here as it comes; its exit status, or None when Ctrl-C ended it."""
     connect(c)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..commands.script import q
 from ..commands.templating import render
 from ..configuration import Site
-from ..configuration.hostmap import SYSTEMD
+from ..configuration.hostmap import MANAGE_ARGS, SYSTEMD
 from .base import Op, absent_op, file_op
 from .site import live_socket_op
 
@@ -29,6 +29,8 @@ def unit_ops(site: Site, project_dir: str = "") -> list[Op]:
     names = " ".join(q(u) for u in paths.app_units())
     ops.append(Op("units enabled", f"systemctl is-enabled -q {names}", f"systemctl enable {names}"))
     ops.append(live_socket_op(site))
+    ops.append(file_op("manage script", paths.manage_script, render("manage.py.j2", {"site": site, "manage_args": MANAGE_ARGS}, project_dir),
+                       0o755, validate="python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' {}"))
     return ops + schedule_ops(site, project_dir)
 
 

@@ -8,7 +8,7 @@ from ..commands.facts import Facts
 from ..commands.script import q
 from ..commands.templating import render
 from ..configuration import Site
-from ..configuration.hostmap import WEB_GROUP
+from ..configuration.hostmap import MANAGE_ARGS, WEB_GROUP
 from .base import Op, dirs_op, file_op, group_member_op
 
 SSHD_HARDENING = "/etc/ssh/sshd_config.d/01-sum-hardening.conf"
@@ -53,7 +53,8 @@ def deploy_user_ops(site: Site, project_dir: str = "") -> list[Op]:
     alias = "SUM_" + re.sub(r"[^A-Z0-9]", "_", site.site_slug.upper())
     ops.append(file_op(
         "sudoers rule", site.paths.sudoers,
-        render("sudoers.j2", {"site": site, "alias": alias, "commands": site.paths.sudo_commands()}, project_dir),
+        render("sudoers.j2", {"site": site, "paths": site.paths, "alias": alias, "commands": site.paths.sudo_commands(),
+                              "manage_args": MANAGE_ARGS}, project_dir),
         0o440, validate="visudo -cqf {}",
     ))
     return ops

@@ -2,6 +2,7 @@
 
 import re
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -329,3 +330,26 @@ def test_schedules_run_as_the_app_on_the_release_they_began_on(site):
         removed = site.client.fab("provision").stdout
     assert re.search(r"changed\s+no other schedules", removed), removed
     assert host.ssh("ls /etc/systemd/system | grep -c schedule", check=False).stdout.strip() == "0"
+
+
+def test_manage_runs_in_the_live_release_as_the_app_with_its_environment(site):
+    fab = [sys.executable, "-m", "fabric", "manage", "--"]
+    # From a pipe: the command reads this stdin.
+    piped = subprocess.run([*fab, "shell"], cwd=site.client.path, input="from notes.models import Note\nprint('notes:', Note.objects.count())\n",
+                           capture_output=True, text=True, timeout=300, check=False)
+    assert piped.returncode == 0 and re.search(r"^notes: \d+$", piped.stdout, re.MULTILINE), piped
+    # What it writes has the owner, group and mode of what the app writes (its user, Caddy's group through media, umask 027).
+    site.client.fab("manage", "--", "shell", "-c", "import os; open(os.environ['DJANGO_MEDIA_ROOT'] + '/by-manage.txt', 'w').write('m')")
+    assert site.host.ssh("stat -c '%a %U %G' /srv/sum/acme/media/by-manage.txt").stdout.split() == ["640", "sum-acme", "caddy"]
+    whoami = site.client.fab("manage", "--", "shell", "-c", "import os; print('uid', os.getuid(), os.getcwd())").stdout
+    live = site.host.ssh("readlink -f /srv/sum/acme/current").stdout.strip()
+    assert f"uid {site.host.ssh('id -u sum-acme').stdout.strip()} {live}" in whoami, whoami
+    # From a terminal: interactive (a pty end to end).
+    command = " ".join(shlex.quote(a) for a in [*fab, "shell", "-c", "import sys; print('tty', sys.stdin.isatty())"])
+    tty = subprocess.run(["script", "-qec", command, "/dev/null"], cwd=site.client.path, capture_output=True, text=True, timeout=300, check=False)
+    assert tty.returncode == 0 and "tty True" in tty.stdout, tty
+    # Its exit status is fab's; with nothing after --, one line and nothing runs.
+    failed = site.client.fab("manage", "--", "nosuchcommand", check=False)
+    assert failed.returncode != 0 and "Unknown command" in failed.stdout + failed.stderr
+    bare = site.client.fab("manage", check=False)
+    assert bare.returncode == 2 and bare.stderr.strip() == "give the management command after --: fab manage -- createsuperuser"

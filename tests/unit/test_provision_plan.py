@@ -35,7 +35,12 @@ def test_sudoers_names_exact_units_and_no_wildcards(site):
     commands = site.paths.sudo_commands()
     assert "/usr/bin/systemctl restart sum-acme-kitchens-gunicorn@blue.service" in commands
     assert not any("*" in c or "caddy" in c or "daemon-reload" in c for c in commands)
-    assert all(re.fullmatch(r"/(usr/)?bin/systemctl (start|stop|--no-block stop|restart|reset-failed) sum-acme-kitchens-[a-z@-]+\.service", c) for c in commands)
+    *units, manage = commands
+    assert all(re.fullmatch(r"/(usr/)?bin/systemctl (start|stop|--no-block stop|restart|reset-failed) sum-acme-kitchens-[a-z@-]+\.service", c) for c in units)
+    # The manage script, with no arguments at all (its arguments come in one environment variable sudo keeps).
+    assert manage == '/usr/local/bin/sum-acme-kitchens-manage ""'
+    sudoers = by_name(host_plan(site, FACTS))["sudoers rule"].stdin.decode()
+    assert 'Defaults!/usr/local/bin/sum-acme-kitchens-manage env_keep += "SUM_MANAGE_ARGS"' in sudoers
 
 
 def test_sudoers_file_passes_visudo(site, tmp_path):

@@ -12,7 +12,7 @@ import pytest
 import sum_tasks.cli
 import sum_tasks.commands
 import sum_tasks.operations
-from sum_tasks.commands import backup, check, colours, envfile, facts, health, journal, lock, releases, schedules, state
+from sum_tasks.commands import backup, check, colours, envfile, facts, health, journal, lock, manage, releases, schedules, state
 from sum_tasks.commands.facts import Facts
 from sum_tasks.commands.script import Script
 from sum_tasks.configuration import load_site
@@ -46,6 +46,7 @@ SAMPLES = {
     "colours.live_socket_script": lambda s: [colours.live_socket_script(s)],
     "colours.identities_script": lambda s: [colours.identities_script(s)],
     "schedules.schedules_script": lambda s: [schedules.schedules_script(s)],
+    "manage.manage_script": lambda s: [manage.manage_script(s, ["shell", "-c", "print('it''s')"])],
     "colours.celery_restart_script": lambda s: [colours.celery_restart_script(s)] if s.celery else [],
     "envfile.hook_script": lambda s: [envfile.hook_script(s, RELEASE, "before_migrate", "./manage.py check --deploy")],
     "envfile.write_script": lambda s: [envfile.write_script(s, s.paths.env + ".sum-AbC", "0" * 64, as_root) for as_root in (True, False)],

@@ -1,5 +1,8 @@
 """Which hosts and users a task acts on: decided from the config before anything connects."""
 
+import shlex
+import subprocess
+
 import pytest
 from fabric import Config, Connection
 from invoke import Context
@@ -34,3 +37,29 @@ def test_agent_forwarding_comes_from_fabric_yaml_only():
     assert conn.forward_agent is False
     conn, _ = next(targets(Context(Config(overrides={"sum": {**SITE, "hosts": ["vps.invalid"]}, "forward_agent": True}))))
     assert conn.forward_agent is True
+
+
+def test_manage_takes_the_words_after_double_dash_from_fabric(monkeypatch):
+    from types import SimpleNamespace
+
+    import fabric.main
+
+    from sum_tasks.cli import manage
+    from sum_tasks.commands.manage import manage_script
+    from sum_tasks.configuration import load_site
+
+    monkeypatch.setattr(fabric.main.program, "core", SimpleNamespace(remainder="shell -c print(1)"), raising=False)
+    manage.claim_arguments(["fab", "-H", "deploy@vps", "manage", "--", "shell", "-c", "print('a b')"])
+    # Fabric no longer runs them as a shell command on the hosts; manage has them exactly as the shell split them.
+    assert fabric.main.program.core.remainder == "" and manage._claimed == ["shell", "-c", "print('a b')"]
+    site = load_site({"site_slug": "acme", "domains": ["acme.example"], "project_module": "acme"})
+    text = manage_script(site, manage._claimed).text
+    assert text.endswith(" sudo -n /usr/local/bin/sum-acme-manage")
+    # What the shell sets the variable to, split again by the manage script: the same words.
+    value = subprocess.run(["sh", "-c", text.replace(" sudo -n ", " printenv SUM_MANAGE_ARGS # ")],
+                           capture_output=True, text=True, check=True).stdout
+    assert shlex.split(value) == manage._claimed
+    # Another task's `--` is Fabric's to run.
+    fabric.main.program.core.remainder = "uname -a"
+    manage.claim_arguments(["fab", "-H", "vps", "--", "uname", "-a"])
+    assert fabric.main.program.core.remainder == "uname -a"
