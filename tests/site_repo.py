@@ -43,6 +43,10 @@ Tags (the first line of each is the contract the tests rely on):
     preload), secure cookies. A request that does not say it came over HTTPS (``X-Forwarded-Proto``)
     is redirected, so a probe without Caddy's headers gets a 301. Requirements identical to v2.
 
+``celery``
+    v2 plus Celery (``CELERY_REQUIREMENT``), its app in a sub-package (``examplesite.queue``) reading
+    ``CELERY_*`` settings from the environment, and tasks in ``notes/tasks.py`` (``add``, ``nap``, ``whoami``).
+
 ``main`` points at v3-reqs (v1 -> v1.2 -> v2 -> v3-reqs); each bad tag sits on
 its own branch ``variants/<tag>`` forked from v2, so a plain clone fetches
 every tag. Author, committer, tagger and dates are fixed, and git runs without
@@ -59,6 +63,7 @@ from pathlib import Path
 
 __all__ = [
     "BAD_TAGS",
+    "CELERY_REQUIREMENT",
     "EXTRA_REQUIREMENT",
     "GOOD_TAGS",
     "HEADINGS",
@@ -71,7 +76,7 @@ SITE_SOURCE = Path(__file__).resolve().parents[1] / "examples" / "client"
 
 GOOD_TAGS = ("v1", "v1.2", "v2", "v3-reqs")
 BAD_TAGS = ("bad-migration", "bad-import", "bad-health", "bad-urls")
-TAGS = GOOD_TAGS + BAD_TAGS + ("secure",)
+TAGS = GOOD_TAGS + BAD_TAGS + ("secure", "celery")
 
 # The text of the page's <h1 id="heading"> at each tag.
 HEADINGS = {
@@ -81,6 +86,8 @@ HEADINGS = {
 
 # The requirement line v3-reqs adds to requirements.txt.
 EXTRA_REQUIREMENT = "humanize==4.17.0"
+# The one the celery tag adds.
+CELERY_REQUIREMENT = "celery==5.5.3"
 
 _AUTHOR_NAME = "SUM Example Site"
 _AUTHOR_EMAIL = "example-site@sum.invalid"
@@ -267,6 +274,58 @@ def _secure(repo: _Repo) -> None:
     )
 
 
+_CELERY_APP = """\
+\"\"\"The site's Celery app, in a sub-package: `celery --app examplesite.queue`.\"\"\"
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "examplesite.settings.production")
+app = Celery("examplesite")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks(["notes"])
+"""
+
+_CELERY_TASKS = """\
+\"\"\"Tasks the end-to-end tests send through the site's own Redis.\"\"\"
+
+import os
+import time
+
+from celery import shared_task
+
+
+@shared_task
+def add(a, b):
+    return a + b
+
+
+@shared_task
+def nap(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+@shared_task
+def whoami():
+    return [os.getuid(), os.path.realpath(os.getcwd())]
+"""
+
+
+def _celery(repo: _Repo) -> None:
+    repo.replace("requirements.txt", "redis==", f"{CELERY_REQUIREMENT}\nredis==")
+    repo.write("examplesite/queue/__init__.py", _CELERY_APP)
+    repo.write("notes/tasks.py", _CELERY_TASKS)
+    repo.replace(
+        "examplesite/settings/production.py",
+        'REDIS_URL = _env("REDIS_URL", "redis://127.0.0.1:6379/0")\n',
+        'REDIS_URL = _env("REDIS_URL", "redis://127.0.0.1:6379/0")\n'
+        'CELERY_BROKER_URL = _env("CELERY_BROKER_URL", "redis://127.0.0.1:6379/1")\n'
+        'CELERY_RESULT_BACKEND = _env("CELERY_RESULT_BACKEND", "redis://127.0.0.1:6379/2")\n',
+    )
+
+
 _LINE = [
     ("v1.2", _v1_2, "Revise the page heading"),
     ("v2", _v2, "Add Note.pinned (migration 0002)"),
@@ -278,6 +337,7 @@ _VARIANTS = [
     ("bad-health", _bad_health, "Make /health/ report unhealthy"),
     ("bad-urls", _bad_urls, "Break the URLconf under gunicorn"),
     ("secure", _secure, "Django's deployment checklist: SSL redirect, HSTS, secure cookies"),
+    ("celery", _celery, "Celery in a sub-package, with tasks"),
 ]
 
 

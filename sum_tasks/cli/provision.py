@@ -72,7 +72,7 @@ def app_as_its_own_user(c: Connection, site: Site, report: Report, check: bool) 
             with report.step(f"restart the warm standby {standby} as {user}") as step:
                 colours.start(c, site, standby, site.paths.release(state.colours[standby]), serving="the live colour still serves")
                 step.changed()
-        if site.celery and site.paths.celery in before:
+        if set(site.paths.celery_units()) & set(before):
             with report.step("restart celery") as step:
                 run(c, plan_colours.celery_restart_script(site))
                 step.changed()

@@ -121,9 +121,9 @@ def check_services(site: Site, sections: dict[str, str]) -> list[Check]:
         else:
             checks.append(Check("gunicorn", "fail", f"{live} is live but {states.get(unit, 'unknown')}: see `fab logs`{other}"))
     for unit in (u for u in expected if not site.paths.unit_colour(u)):
-        name = "caddy" if unit == "caddy.service" else "celery"
+        name = {"caddy.service": "caddy", site.paths.celery_beat: "celery beat"}.get(unit, "celery")
         ok = states.get(unit) == "active"
-        checks.append(Check(name, "ok" if ok else "fail", f"{unit} {states.get(unit, 'unknown')}" + ("" if ok else f": see `fab logs --service {name}`")))
+        checks.append(Check(name, "ok" if ok else "fail", f"{unit} {states.get(unit, 'unknown')}" + ("" if ok else f": see `fab logs --service {name.split()[0]}`")))
     return checks
 
 

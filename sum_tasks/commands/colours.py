@@ -138,12 +138,11 @@ def switch_script(site: Site, release_dir: str, colour: str, retire: str = "", g
     Prints ``@@switched`` once both renames are done, then ``@@migrations`` and (with `migrations`) the
     fingerprint of the applied migrations. With `gate`, only once `colour` answers /health/ with 200
     within `STANDBY_TIMEOUT` seconds; it exits `UNHEALTHY`, changing nothing, if it does not. Afterwards
-    `retire` stops and celery restarts.
+    `retire` stops and celery (and beat) restart in the background: a long task never holds the switch.
     """
     paths = site.paths
     after = [retire_script(site, retire)] if retire else []
-    if site.celery:
-        after.append(systemctl("restart", paths.celery))
+    after += [systemctl("--no-block restart", unit) for unit in paths.celery_units()]
     text = (f"rm -f {q(release_dir)}/.building && {relink(paths.current, release_dir)} && "
             f"{relink(paths.live_socket, paths.colour(colour).socket)} && echo @@switched && "
             + "".join(f"{command} && " for command in after) + "echo @@migrations"
@@ -160,7 +159,7 @@ def restart_script(site: Site, old: str) -> Script:
 
 
 def celery_restart_script(site: Site) -> Script:
-    return Script("restart celery", systemctl("restart", site.paths.celery))
+    return Script("restart celery", " && ".join(systemctl("--no-block restart", unit) for unit in site.paths.celery_units()))
 
 
 def identities_script(site: Site) -> Script:
@@ -168,7 +167,8 @@ def identities_script(site: Site) -> Script:
     seconds), then ``@files <epoch>``: when the unit files or .env last changed (`outdated` reads it)."""
     paths = site.paths
     units = " ".join(q(u) for u in paths.app_units())
-    files = " ".join(q(f) for f in (paths.unit_file(paths.gunicorn_template), paths.unit_file(paths.celery), paths.env))
+    files = " ".join(q(f) for f in (paths.unit_file(paths.gunicorn_template), paths.unit_file(paths.celery),
+                                    paths.unit_file(paths.celery_beat), paths.env))
     return Script("read who runs the app", (
         f"for u in {units}; do pid=$(systemctl show -p MainPID --value \"$u\"); "
         'if [ "${pid:-0}" != 0 ] && [ "$(systemctl is-active "$u")" = active ]; then '

@@ -15,7 +15,7 @@ def units(site: Site, service: str) -> list[str]:
     if service == "caddy":
         return ["caddy.service"]
     if service == "celery":
-        return [site.paths.celery]
+        return site.paths.celery_units()
     if service == "redis":
         return [site.paths.redis]
     if service == "schedule":

@@ -30,7 +30,8 @@ WEB_GROUP = "caddy"
 NAME_MAX = 32
 # Verbs the deploy user may run on each gunicorn colour: starting one, stopping one now or in the background.
 COLOUR_VERBS = ("start", "stop", "--no-block stop", "restart", "reset-failed")
-CELERY_VERBS = ("start", "stop", "restart")
+# A release restarts the worker without waiting for its running tasks to finish (`--no-block`).
+CELERY_VERBS = ("start", "stop", "restart", "--no-block restart")
 # The environment variable carrying `fab manage`'s arguments through sudo to the manage script.
 MANAGE_ARGS = "SUM_MANAGE_ARGS"
 
@@ -78,6 +79,7 @@ file  {lock_info}    0644  {user}:{user}  who holds the lock, since when, its pi
 rundir {run_dir}     2750  {app}:{web}    the colours' sockets `<colour>.sock`: only the app and Caddy's group (Caddy, the deploy user) enter; made by tmpfiles.d at boot
 rundir {redis_dir}   0700  {app}:{app}    the site's own Redis socket `redis.sock`, made by its unit
 state {redis_data}   0700  {app}:{app}    the site's Redis data, made by its unit
+state {beat_data}    0700  {app}:{app}    celery beat's schedule (with `sum.celery_beat`), made by its unit
 file  {redis_conf}   0644  root:root      the site's Redis config: unix socket only, no TCP
 file  {tmpfiles}     0644  root:root      makes the socket directory at boot
 file  {sudoers}      0440  root:root      the deploy user's exact root commands
@@ -137,6 +139,8 @@ class HostMap:
         # Units.
         self.gunicorn_template = f"{self.unit_prefix}-gunicorn@.service"
         self.celery = f"{self.unit_prefix}-celery.service"
+        self.celery_beat = f"{self.unit_prefix}-celerybeat.service"
+        self.beat_data = f"/var/lib/{self.unit_prefix}-celerybeat"
         self.backup_service = f"{self.unit_prefix}-backup.service"
         self.backup_timer = f"{self.unit_prefix}-backup.timer"
         self.scratch_create = f"{self.unit_prefix}-scratchdb-create.service"
@@ -172,8 +176,12 @@ class HostMap:
         return f"{SYSTEMD}/{unit}"
 
     def app_units(self) -> list[str]:
-        """The units serving the site: the gunicorn colours, and celery when enabled."""
-        return [self.colour(c).unit for c in COLOURS] + ([self.celery] if self.site.celery else [])
+        """The units serving the site: the gunicorn colours, and celery (and its beat) when enabled."""
+        return [self.colour(c).unit for c in COLOURS] + self.celery_units()
+
+    def celery_units(self) -> list[str]:
+        """The worker when `sum.celery`, and beat when `sum.celery_beat`: what a release restarts after its switch."""
+        return ([self.celery] if self.site.celery else []) + ([self.celery_beat] if self.site.celery_beat else [])
 
     @staticmethod
     def unit_colour(unit: str) -> str:
@@ -187,7 +195,7 @@ class HostMap:
     def entries(self) -> list[Entry]:
         """Every path of the site with its owner, group and mode (`TABLE`); directories first, in the order provision makes them."""
         names = {**vars(self), "srv": SRV, "etc": ETC, "web": WEB_GROUP, "user": self.site.deploy_user, "app": self.app_user}
-        units = [self.gunicorn_template, self.celery, self.redis, self.media_mount, self.backup_service, self.backup_timer,
+        units = [self.gunicorn_template, self.celery, self.celery_beat, self.redis, self.media_mount, self.backup_service, self.backup_timer,
                  self.scratch_create, self.scratch_drop, *(u for name in self.site.schedule for u in self.schedule(name))]
         rows = [line.split(None, 4) for line in TABLE.strip().splitlines()]
         rows += [["file", self.unit_file(u), "0644", "root:root", "systemd unit"] for u in units]
@@ -203,8 +211,7 @@ class HostMap:
     def sudo_rules(self) -> list[tuple[str, str]]:
         """(verb, unit): everything the deploy user may run as root. Nothing else, no wildcard."""
         rules = [(verb, self.colour(c).unit) for c in COLOURS for verb in COLOUR_VERBS]
-        if self.site.celery:
-            rules += [(verb, self.celery) for verb in CELERY_VERBS]
+        rules += [(verb, unit) for unit in self.celery_units() for verb in CELERY_VERBS]
         return rules + [("start", unit) for unit in (self.backup_service, self.scratch_create, self.scratch_drop)]
 
     def sudo_commands(self) -> list[str]:

@@ -260,6 +260,7 @@ class Site:
     python: str = setting("python3", "`python3`, `python3.N` or an absolute path", "interpreter for the venvs",
                           _match(PYTHON_RE, "must be python3, python3.N or an absolute path"))
     celery: bool = setting(False, "true or false", "install and restart a celery worker unit", _bool)
+    celery_beat: bool = setting(False, "true or false", "also run celery beat (periodic tasks) beside the worker; needs `celery`", _bool)
     celery_app: str = setting("", "a dotted Python module path", "the celery app (`celery --app`)",
                               lambda key, value: validate_identifier(key, value, dotted=True), default_text="the project module")
     tls: str = setting("auto", "`auto`, `internal` or `off`",
@@ -354,6 +355,8 @@ def _load(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
 def load_site(raw: Any) -> Site:
     """Validate the ``sum`` config tree (a mapping) into a `Site`, or raise `ConfigError`."""
     data = dict(plain(raw) or {})
+    if data.get("celery_beat") and not data.get("celery"):
+        raise ConfigError("celery_beat", "needs celery: true (beat only sends tasks; the worker runs them)")
     if not data.get("celery_app"):
         data["celery_app"] = data.get("project_module", "")
     return _load(Site, data)

@@ -21,11 +21,13 @@ def unit_ops(site: Site, project_dir: str = "") -> list[Op]:
             then=f"systemd-tmpfiles --create {q(paths.tmpfiles)}",
         ),
     ]
-    celery_unit = paths.unit_file(paths.celery)
-    if site.celery:
-        ops.append(file_op("celery unit", celery_unit, render("celery.service.j2", ctx, project_dir), then=DAEMON_RELOAD))
-    else:
-        ops.append(absent_op("no celery unit", [celery_unit], before=f"systemctl disable --now {q(paths.celery)} || true", then=DAEMON_RELOAD))
+    for name, unit, template, wanted in (("celery", paths.celery, "celery.service.j2", site.celery),
+                                         ("celery beat", paths.celery_beat, "celerybeat.service.j2", site.celery_beat)):
+        if wanted:
+            ops.append(file_op(f"{name} unit", paths.unit_file(unit), render(template, ctx, project_dir), then=DAEMON_RELOAD))
+        else:
+            ops.append(absent_op(f"no {name} unit", [paths.unit_file(unit)], before=f"systemctl disable --now {q(unit)} || true",
+                                 then=DAEMON_RELOAD))
     names = " ".join(q(u) for u in paths.app_units())
     ops.append(Op("units enabled", f"systemctl is-enabled -q {names}", f"systemctl enable {names}"))
     ops.append(live_socket_op(site))

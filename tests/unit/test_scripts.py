@@ -22,7 +22,7 @@ from sum_tasks.operations.plan import host_plan
 BASE = {"site_slug": "acme-kitchens", "domains": ["acme.example", "www.acme.example"], "project_module": "acme",
         "repo_url": "git@git.example:agency/acme.git"}
 PLAIN = load_site(BASE)
-FULL = load_site({**BASE, "celery": True, "ssh_hardening": True, "deploy_user_sudo": True, "tls": "internal",
+FULL = load_site({**BASE, "celery": True, "celery_beat": True, "ssh_hardening": True, "deploy_user_sudo": True, "tls": "internal",
                   "schedule": {"publish": {"command": "publish_scheduled", "when": "*:0/10"},
                                "sessions": {"command": "clearsessions --verbosity 0", "when": "daily"}},
                   "authorized_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBm op@laptop"]})
