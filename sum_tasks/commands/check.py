@@ -3,6 +3,7 @@ printing sections (``@@name``) that pure functions here turn into `Check` result
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ from . import schedules
 from .colours import live_colour
 from .facts import REDIS_PORT, allowed_ports, loopback_only, ufw_converged
 from .health import curl_health, parse_answer
+from .manage import manage_script
 from .script import Script, q, sections
 from .state import state_from
 
@@ -70,6 +72,8 @@ def check_script(site: Site, project_dir: str = "") -> Script:
         + schedules.show_text(site)
         + "echo @@release_env; cat current/.release.env 2>/dev/null\n"
         f"echo @@health; {curl_health(site)}; echo\n"
+        f"echo @@deploy_check; if [ -L current ]; then {manage_script(site, ['check', '--deploy']).text} 2>&1 </dev/null; "
+        "rc=$?; else rc=none; fi; echo @@deploy_check_status; echo \"$rc\"\n"
         "echo @@env_stat; stat -c '%a %U %G' .env 2>&1\n"
         f"if [ \"$(id -u)\" = 0 ]; then echo @@ufw; ufw status verbose 2>&1; "
         "echo @@ssh_ports; sshd -T 2>/dev/null | awk '$1 == \"port\" {print $2}'; "
@@ -233,6 +237,26 @@ def check_backup(site: Site, now: int, entries: list[backups.Entry]) -> Check:
     return Check("backup", "warn" if age > BACKUP_WARN_HOURS * 3600 else "ok", detail)
 
 
+DJANGO_CHECK_ID = re.compile(r"\(([a-z_]+\.[EWC]\d+)\)")
+
+
+def check_deploy(output: str, status: str) -> Check:
+    """Django's `check --deploy` on the live release, as the app: its errors fail, its warnings warn, each by id."""
+    ids = DJANGO_CHECK_ID.findall(output)
+    errors = [i for i in ids if re.search(r"\.[EC]\d+$", i)]
+    summary = next((line.strip() for line in output.splitlines() if line.startswith("System check identified")), "")
+    if status.strip() == "none":
+        return Check("django deploy", "fail", "not run: no live release")
+    if status.strip() != "0" and not ids:
+        return Check("django deploy", "fail", f"`manage.py check --deploy` did not run (exit {status.strip() or '?'}): "
+                     f"{output.strip().splitlines()[-1][:200] if output.strip() else 'no output'}")
+    if errors:
+        return Check("django deploy", "fail", f"{', '.join(errors)}: `fab manage -- check --deploy` shows them")
+    if ids:
+        return Check("django deploy", "warn", f"{', '.join(ids)}: `fab manage -- check --deploy` shows them")
+    return Check("django deploy", "ok", summary or "no issues")
+
+
 def check_schedules(site: Site, output: str) -> list[Check]:
     """Each `sum.schedule` entry: its timer runs, and its last run (if any) succeeded; a failed run fails the check."""
     return [Check(f"schedule {name}", "fail" if bad else "ok", text + (": `fab logs --service schedule`" if bad else ""))
@@ -259,6 +283,7 @@ def judge(site: Site, output: str) -> list[Check]:
     checks += check_services(site, parts)
     checks += [
         check_health(parts.get("health", ""), parts.get("release_env", "")),
+        check_deploy(parts.get("deploy_check", ""), parts.get("deploy_check_status", "")),
         check_ufw(parts.get("ufw", ""), parts.get("ssh_ports", "")),
         check_env(site, parts.get("env_stat", "")),
         check_disk(disk[0], disk[1], disk[2], newest[0].size if newest else 0),

@@ -260,6 +260,8 @@ class Site:
     python: str = setting("python3", "`python3`, `python3.N` or an absolute path", "interpreter for the venvs",
                           _match(PYTHON_RE, "must be python3, python3.N or an absolute path"))
     celery: bool = setting(False, "true or false", "install and restart a celery worker unit", _bool)
+    celery_stop_timeout: int = setting(120, "1-3600", "seconds a stopping worker gets to finish its running tasks (warm "
+                                       "shutdown) before systemd kills it; a release never waits for it", _int(1, 3600))
     celery_beat: bool = setting(False, "true or false", "also run celery beat (periodic tasks) beside the worker; needs `celery`", _bool)
     celery_app: str = setting("", "a dotted Python module path", "the celery app (`celery --app`)",
                               lambda key, value: validate_identifier(key, value, dotted=True), default_text="the project module")

@@ -63,12 +63,13 @@ def site(host_factory, tmp_path_factory):
 def test_check_passes_on_a_healthy_site(site):
     out = site.client.fab("check")
     found = site.checks(out.stdout)
-    assert set(found) == {"redis", "gunicorn", "caddy", "health", "firewall", ".env", "disk", "tls", "backup", "backup timer"}
+    assert set(found) == {"redis", "gunicorn", "caddy", "health", "django deploy", "firewall", ".env", "disk", "tls", "backup", "backup timer"}
+    assert found["django deploy"] == ("ok", "System check identified no issues (2 silenced)."), found["django deploy"]
     assert {status for status, _ in found.values()} == {"ok"}, out.stdout
     assert re.search(r"HTTP 200 ok at [0-9a-f]{12}", found["health"][1])
     assert "internal CA 'Caddy Local Authority" in found["tls"][1] and "days left" in found["tls"][1]
     assert re.search(r"free; a release \+ backup needs ~[\d.]+ [KMG]?B \(release", found["disk"][1])
-    assert re.search(r"\[root@vps\] check: 10 ok, 0 warn, 0 fail in [\d.]+s", out.stdout)
+    assert re.search(r"\[root@vps\] check: 11 ok, 0 warn, 0 fail in [\d.]+s", out.stdout)
     assert re.search(r"^  ok\s+read the host \(one command\) \(\d+\.\d\ds\)", out.stdout, re.MULTILINE)
 
     # As the deploy user the firewall cannot be read: a warning, not a failure.
@@ -109,7 +110,7 @@ def test_check_on_several_hosts_in_parallel(site):
         out = site.client.fab("check", "--parallel")
     finally:
         site.client.configure(site_config(site.host, health_timeout=10))
-    blocks = re.findall(r"^\[root@(vps|vps-again)\] check\n((?:  .*\n)+)\[root@\1\] check: 10 ok", out.stdout, re.MULTILINE)
+    blocks = re.findall(r"^\[root@(vps|vps-again)\] check\n((?:  .*\n)+)\[root@\1] check: 11 ok", out.stdout, re.MULTILINE)
     assert sorted(name for name, _ in blocks) == ["vps", "vps-again"], out.stdout
 
 

@@ -38,6 +38,8 @@ SECTIONS = {
     "green": "",
     "active": "active\ninactive\ninactive\nactive\n",
     "release_env": f"GIT_SHA={SHA}\nSUM_RELEASE_ID={RELEASE}\n",
+    "deploy_check": "System check identified no issues (2 silenced).\n",
+    "deploy_check_status": "0\n",
     "health": HEALTH % ("ok", SHA, RELEASE) + "\n\n200\n",
     "env_stat": "600 deploy deploy\n",
     "ufw": UFW,
@@ -72,7 +74,8 @@ def by_name(checks):
 
 def test_a_healthy_host_passes_every_check(internal):
     checks = check.judge(internal, output())
-    assert [c.name for c in checks] == ["redis", "gunicorn", "caddy", "health", "firewall", ".env", "disk", "tls", "backup", "backup timer"]
+    assert [c.name for c in checks] == ["redis", "gunicorn", "caddy", "health", "django deploy", "firewall", ".env", "disk", "tls", "backup",
+                                        "backup timer"]
     assert {c.status for c in checks} == {"ok"}, [c for c in checks if c.status != "ok"]
     found = by_name(checks)
     assert found["health"].detail == "HTTP 200 ok at 1f8176581ced"
@@ -80,7 +83,7 @@ def test_a_healthy_host_passes_every_check(internal):
     assert found["firewall"].detail == "ufw active, deny incoming, allow 22/tcp 80/tcp 443/tcp"
     assert "3600 days left" in found["tls"].detail and "12h left" in found["tls"].detail
     assert found["backup"].detail.startswith(BACKUP) and "15m old" in found["backup"].detail
-    assert check.counts(checks) == "10 ok, 0 warn, 0 fail"
+    assert check.counts(checks) == "11 ok, 0 warn, 0 fail"
 
 
 def test_a_missing_site_is_one_failure(site):
@@ -390,3 +393,25 @@ def test_each_schedule_is_a_check_and_a_failed_run_fails_it(site_config):
     missing = check.check_schedules(site, "")
     assert [c.status for c in missing] == ["fail", "fail"] and "no timer on this host" in missing[0].detail
     assert "@@schedule publish" in check.check_script(site).text
+
+
+DJANGO_WARNINGS = """System check identified some issues:
+
+WARNINGS:
+?: (security.W004) You have not set a value for the SECURE_HSTS_SECONDS setting.
+?: (security.W008) Your SECURE_SSL_REDIRECT setting is not set to True.
+
+System check identified 2 issues (0 silenced).
+"""
+
+
+@pytest.mark.parametrize("output,status,result,words", [
+    ("System check identified no issues (2 silenced).\n", "0", "ok", "no issues (2 silenced)"),
+    (DJANGO_WARNINGS, "0", "warn", "security.W004, security.W008"),
+    ("SystemCheckError: System check identified some issues:\n\nERRORS:\n?: (fields.E304) clash\n", "1", "fail", "fields.E304"),
+    ("Traceback (most recent call last):\nModuleNotFoundError: No module named 'x'\n", "1", "fail", "did not run (exit 1)"),
+    ("", "none", "fail", "no live release"),
+])
+def test_django_check_deploy(output, status, result, words):
+    got = check.check_deploy(output, status)
+    assert got.status == result and words in got.detail, got
