@@ -12,7 +12,7 @@ from ..configuration import COLOURS, Site
 from . import backup as backups
 from . import schedules
 from .colours import live_colour
-from .facts import REDIS_PORT, allowed_ports, loopback_only, ufw_converged
+from .facts import REDIS_PORT, allowed_ports, loopback_only, ufw_converged, ufw_others
 from .health import curl_health, parse_answer
 from .manage import manage_script
 from .script import Script, q, sections
@@ -144,15 +144,17 @@ def check_health(section: str, release_env: str) -> Check:
 
 
 def check_ufw(status: str, ssh_ports: str) -> Check:
-    """UFW active, denying incoming, allowing exactly the SSH ports, 80 and 443 (as provision sets it)."""
+    """UFW active, denying incoming, allowing the SSH ports, 80 and 443 (as provision sets it); an operator's own rules shown."""
     if status.strip() == NOT_ROOT:
         return Check("firewall", "warn", "needs root to read `ufw status`: run check as sum.admin_user (the default without -H)")
     ports = allowed_ports(tuple({int(p) for p in ssh_ports.split() if p.isdigit()} or {22}))
     allowed = sorted({line.split()[0] for line in status.splitlines() if "ALLOW IN" in line}, key=lambda r: (len(r), r))
     if "Status: active" not in status:
         return Check("firewall", "fail", "ufw is not active: run provision")
+    others = ufw_others(status, ports)
     if ufw_converged(status, ports):
-        return Check("firewall", "ok", f"ufw active, deny incoming, allow {' '.join(allowed)}")
+        return Check("firewall", "ok", f"ufw active, deny incoming, allow {' '.join(allowed)}"
+                     + (f" ({' '.join(others)}: not sum_tasks', left alone)" if others else ""))
     want = " ".join(f"{p}/tcp" for p in ports)
     return Check("firewall", "fail", f"ufw allows {' '.join(allowed) or 'nothing'}, provision allows {want} (and denies incoming): run provision")
 

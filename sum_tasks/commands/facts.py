@@ -20,16 +20,32 @@ def allowed_ports(ssh_ports: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(sorted(set(ssh_ports) | set(WEB_PORTS)))
 
 
-def ufw_converged(status: str, ports: tuple[int, ...]) -> bool:
-    """`ufw status verbose` shows it active, denying incoming, and allowing exactly these TCP ports."""
-    if "Status: active" not in status or "deny (incoming)" not in status:
-        return False
-    allowed = set()
+UFW_COMMENT = "sum_tasks"
+
+
+def ufw_rules(status: str) -> dict[str, bool]:
+    """The rules `ufw status verbose` shows allowing traffic in: {rule: made by sum_tasks (its comment)}."""
+    rules: dict[str, bool] = {}
     for line in status.splitlines():
         match = re.match(r"^(\S+?)(?: \(v6\))?\s+ALLOW IN\s+", line)
         if match:
-            allowed.add(match.group(1))
-    return allowed == {f"{p}/tcp" for p in ports}
+            rules[match.group(1)] = rules.get(match.group(1), False) or line.rstrip().endswith(f"# {UFW_COMMENT}")
+    return rules
+
+
+def ufw_converged(status: str, ports: tuple[int, ...]) -> bool:
+    """`ufw status verbose` shows it active, denying incoming, allowing these TCP ports, and no other rule of sum_tasks'
+    own (a rule an operator added is theirs: left alone)."""
+    if "Status: active" not in status or "deny (incoming)" not in status:
+        return False
+    rules, wanted = ufw_rules(status), {f"{p}/tcp" for p in ports}
+    return wanted <= set(rules) and not {rule for rule, ours in rules.items() if ours} - wanted
+
+
+def ufw_others(status: str, ports: tuple[int, ...]) -> list[str]:
+    """Rules allowing traffic in that sum_tasks neither made nor wants: an operator's, left alone."""
+    wanted = {f"{p}/tcp" for p in ports}
+    return sorted((rule for rule, ours in ufw_rules(status).items() if rule not in wanted and not ours), key=lambda r: (len(r), r))
 
 
 def loopback_only(ss_output: str) -> bool:

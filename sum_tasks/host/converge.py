@@ -20,11 +20,13 @@ def apply_script(op: Op) -> Script:
     return Script(op.name, op.apply)
 
 
-def is_converged(c: Connection, op: Op) -> bool:
+def is_converged(c: Connection, op: Op) -> tuple[bool, str]:
+    """Whether the host matches `op`, and what its `describe` says of the check's output."""
     result = run(c, check_script(op), as_="root", check=False)
+    note = op.describe(result.stdout) if op.describe else ""
     if op.expect is not None:
-        return result.ok and op.expect(result.stdout)
-    return result.ok
+        return result.ok and op.expect(result.stdout), note
+    return result.ok, note
 
 
 def apply(c: Connection, op: Op) -> None:
@@ -35,7 +37,9 @@ def converge(c: Connection, ops: Iterable[Op], report: Report, check_only: bool 
     """Run each op's check; apply it where needed (unless `check_only`) and check again."""
     for op in ops:
         with report.step(op.name) as step:
-            if is_converged(c, op):
+            converged, note = is_converged(c, op)
+            if converged:
+                step.note(note)
                 continue
             if check_only:
                 step.would_change("checked again once the changes above are made" if op.verify_only else "")
@@ -43,6 +47,7 @@ def converge(c: Connection, ops: Iterable[Op], report: Report, check_only: bool 
             if op.verify_only:
                 raise StepError("check failed", op.hint)
             apply(c, op)
-            if not is_converged(c, op):
+            converged, note = is_converged(c, op)
+            if not converged:
                 raise StepError("applied, but the host still does not match", op.hint)
-            step.changed()
+            step.changed(note)

@@ -23,6 +23,8 @@ class Op:
     stdin: bytes | None = None
     hint: str = ""
     verify_only: bool = False
+    # What the step's output says about the host beyond converged or not (from the check's output).
+    describe: Callable[[str], str] | None = None
 
 
 def mode_text(mode: int) -> str:

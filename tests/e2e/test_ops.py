@@ -117,7 +117,7 @@ def test_check_on_several_hosts_in_parallel(site):
 @pytest.mark.parametrize("name,break_it,fix_it", [
     ("redis", "systemctl stop sum-acme-redis.service", "systemctl start sum-acme-redis.service"),
     (".env", "chmod 644 /srv/sum/acme/.env", "chmod 600 /srv/sum/acme/.env"),
-    ("firewall", "ufw allow 8080/tcp", "ufw delete allow 8080/tcp"),
+    ("firewall", "ufw delete allow 80/tcp", "ufw allow 80/tcp comment sum_tasks"),
     ("gunicorn", "systemctl stop sum-acme-gunicorn@blue sum-acme-gunicorn@green sum-acme-gunicorn@amber",
      "for x in blue green amber; do [ -e /srv/sum/acme/colours/$x ] && systemctl start sum-acme-gunicorn@$x; done; true"),
 ])

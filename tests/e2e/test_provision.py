@@ -87,8 +87,11 @@ def test_provision_converges_a_bare_host(host_factory, client_for, suite):
     assert host.ssh("journalctl --no-pager | grep -cF -f /root/pw", check=False).stdout.strip() == "0"
     assert password not in first.stdout + first.stderr
 
-    # Idempotent: a second run changes nothing, and --check agrees.
+    # Idempotent: a second run changes nothing, and --check agrees. A firewall rule the operator added is left alone, and said so.
+    host.ssh("ufw allow from 10.9.9.9 to any port 9100 proto tcp")
     second = client.fab("provision")
+    assert re.search(r"ok\s+firewall \(ufw\) .*left alone, not made by sum_tasks: 9100/tcp", second.stdout), second.stdout
+    assert "9100/tcp" in host.ssh("ufw status").stdout
     assert "[root@vps] provision: 0 changed" in second.stdout
     assert all(status == "ok" for status, _ in steps(second.stdout))
     again = client.fab("provision", "--check")

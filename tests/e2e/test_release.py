@@ -374,16 +374,16 @@ def test_a_local_wheel_in_requirements_installs_and_a_rebuilt_one_gets_a_new_ven
     value = "import sumdemo; print(sumdemo.VALUE)"
     try:
         commit(f"wheel-one-{site.host.suite}", "one")
-        out = site.release(f"wheel-one-{site.host.suite}").stdout
+        out = site.release(f"wheel-one-{site.host.suite}", "--source", "local").stdout
         assert "built a new venv" in out, out
         assert site.host.ssh(f"/srv/sum/acme/current/.venv/bin/python -c {shlex.quote(value)}").stdout.strip() == "one"
         # The same wheel name and version, rebuilt: requirements.txt is unchanged, the venv is not.
         commit(f"wheel-two-{site.host.suite}", "two")
-        out = site.release(f"wheel-two-{site.host.suite}").stdout
+        out = site.release(f"wheel-two-{site.host.suite}", "--source", "local").stdout
         assert "built a new venv" in out, out
         assert site.host.ssh(f"/srv/sum/acme/current/.venv/bin/python -c {shlex.quote(value)}").stdout.strip() == "two"
         # Nothing the requirements name changed: the venv is reused.
         commit(f"wheel-three-{site.host.suite}", "two", touch="notes\n")
-        assert "venv reused" in site.release(f"wheel-three-{site.host.suite}").stdout
+        assert "venv reused" in site.release(f"wheel-three-{site.host.suite}", "--source", "local").stdout
     finally:
         subprocess.run([*git, "checkout", "-q", "-f", "main"], check=True)

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from sum_tasks.commands.facts import Facts, OsRelease, loopback_only, parse_os_release, ufw_converged
+from sum_tasks.commands.facts import Facts, OsRelease, loopback_only, parse_os_release, ufw_converged, ufw_others
 from sum_tasks.configuration import load_site
 from sum_tasks.operations.caddy import ADMIN_LINE, CADDY_IMPORT, main_caddyfile
 from sum_tasks.operations.packages import caddy_from_official_repo, package_ops
@@ -85,7 +85,12 @@ To                         Action      From
 def test_ufw_status_judged_exactly():
     assert ufw_converged(UFW_OK, (22, 80, 443))
     assert not ufw_converged(UFW_OK.replace("active", "inactive"), (22, 80, 443))
-    assert not ufw_converged(UFW_OK + "6379/tcp                   ALLOW IN    Anywhere\n", (22, 80, 443))
+    # An operator's own rule is theirs: still converged, and named.
+    operator = UFW_OK + "6379/tcp                   ALLOW IN    10.0.0.5\n"
+    assert ufw_converged(operator, (22, 80, 443)) and ufw_others(operator, (22, 80, 443)) == ["6379/tcp"]
+    # A rule sum_tasks made for a port it no longer wants (sshd moved) is not.
+    assert not ufw_converged(UFW_OK + "2222/tcp                   ALLOW IN    Anywhere                   # sum_tasks\n", (22, 80, 443))
+    assert not ufw_converged(UFW_OK.replace("80/tcp ", "81/tcp "), (22, 80, 443))
     assert not ufw_converged(UFW_OK.replace("deny (incoming)", "allow (incoming)"), (22, 80, 443))
     assert not ufw_converged(UFW_OK, (2222, 80, 443))
 
