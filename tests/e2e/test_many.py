@@ -30,8 +30,11 @@ def test_hosts_are_released_one_by_one_stopping_at_the_first_failure(host_factor
     assert "release v1 on 3 hosts, one by one:" in first.stdout
     assert all(live_sha(host, "acme") == tags["v1"] for host in hosts)
 
-    # web2's /health/ now answers 503 (masked: a starting colour would start it again): its release must fail
-    hosts[1].ssh("systemctl mask --runtime --now sum-acme-redis.service")
+    # web2's /health/ now answers 503: its Redis is stopped, and a condition keeps the new colour (which wants it) from
+    # starting it again. Its release must fail.
+    hosts[1].ssh("mkdir -p /run/systemd/system/sum-acme-redis.service.d && "
+                 "printf '[Unit]\\nConditionPathExists=/nonexistent\\n' > /run/systemd/system/sum-acme-redis.service.d/down.conf && "
+                 "systemctl daemon-reload && systemctl stop sum-acme-redis.service")
     failed = client.fab("release", "--ref", "v1.2", check=False)
     assert failed.returncode != 0
     assert "FAILED on deploy@web2 at step 'start" in failed.stderr
