@@ -44,12 +44,12 @@ def provision(c: Context, check: bool = False) -> None:
                 raise StepError("refusing to take over what sum_tasks did not make: " + "; ".join(refused))
             plan = host_plan(site, facts, project_dir(c))
         converge(conn, plan, report, check)
-        app_as_its_own_user(conn, site, report, check)
+        restart_outdated_app(conn, site, report, check)
         converge(conn, shared_redis_ops(facts), report, check)
         report.summary()
 
 
-def app_as_its_own_user(c: Connection, site: Site, report: Report, check: bool) -> None:
+def restart_outdated_app(c: Connection, site: Site, report: Report, check: bool) -> None:
     """Restart the running app onto what provision left, with no request dropped: its own user (a host provisioned
     before sites had one), its unit file and its .env. A free colour takes over, the way `env.restart` does, then
     the warm standby restarts in place."""
@@ -64,7 +64,9 @@ def app_as_its_own_user(c: Connection, site: Site, report: Report, check: bool) 
             return
     with acting_as(site.deploy_user), site_lock(c, site, "provision"):
         state = colours.read_state(c, site)
-        if site.paths.colour(plan_colours.live_colour(state)).unit in before:
+        # The switch of a live restart restarts celery too.
+        live_restarted = site.paths.colour(plan_colours.live_colour(state)).unit in before
+        if live_restarted:
             restart_app(c, site, report)
             state = colours.read_state(c, site)
         standby = plan_colours.standby_colour(state)
@@ -72,7 +74,7 @@ def app_as_its_own_user(c: Connection, site: Site, report: Report, check: bool) 
             with report.step(f"restart the warm standby {standby} as {user}") as step:
                 colours.start(c, site, standby, site.paths.release(state.colours[standby]), serving="the live colour still serves")
                 step.changed()
-        if set(site.paths.celery_units()) & set(before):
+        if not live_restarted and set(site.paths.celery_units()) & set(before):
             with report.step("restart celery") as step:
                 run(c, plan_colours.celery_restart_script(site))
                 step.changed()
