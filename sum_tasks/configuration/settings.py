@@ -33,6 +33,8 @@ ONCALENDAR_RE = re.compile(r"^[A-Za-z0-9*:/.,~ -]{1,64}$")
 PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9.+-]{1,99}$")
 SIZE_RE = re.compile(r"[1-9][0-9]{0,5}(kb|mb|gb)")
 EMAIL_RE = re.compile(r"^[^@\s'\"{}]+@[^@\s'\"{}]+$")
+ACME_URL_RE = re.compile(r"^https://[A-Za-z0-9._~:/?#@!$&()*+,;=%-]+$")
+PEM_RE = re.compile(r"^-----BEGIN CERTIFICATE-----\n[A-Za-z0-9+/=\n]+\n-----END CERTIFICATE-----\n?$")
 
 RESERVED_USERS = ("root", "postgres", "caddy", "www-data", "redis", "nobody", "daemon", "bin", "sys", "sshd", "systemd-journal")
 RESERVED_DATABASES = ("postgres", "template0", "template1")
@@ -145,6 +147,22 @@ def _domains(key: str, value: Any) -> tuple[str, ...]:
     if len(set(domains)) != len(domains):
         raise ConfigError(key, "must not repeat a domain", domains)
     return tuple(domains)
+
+
+def _redirects(key: str, value: Any) -> dict[str, str]:
+    given = value or {}
+    if not hasattr(given, "keys"):
+        raise ConfigError(key, "must map a domain to the domain it redirects to", given)
+    redirects = {}
+    for source in given.keys():  # noqa: SIM118 (Invoke's DataProxy has keys(), no iteration)
+        validate_domain(source, f"{key}.{source}")
+        redirects[source] = validate_domain(given[source], f"{key}.{source}")
+    return redirects
+
+
+def _pem(key: str, value: Any) -> str:
+    text = value.strip() + "\n" if isinstance(value, str) and value.strip() else value
+    return _optional(_match(PEM_RE, "must be one PEM certificate (-----BEGIN CERTIFICATE----- ... -----END CERTIFICATE-----)"))(key, text)
 
 
 def validate_identifier(key: str, value: Any, dotted: bool = False) -> str:
@@ -269,6 +287,13 @@ class Site:
                        "`auto` (Caddy's automatic HTTPS), `internal` (Caddy's internal CA), `off` (plain HTTP)", _choice("auto", "internal", "off"))
     tls_email: str = setting("", "an e-mail address", "the ACME account e-mail for `tls: auto`",
                              _optional(_match(EMAIL_RE, "must be an e-mail address")))
+    acme_ca: str = setting("", "an `https://` ACME directory URL", "the ACME server for `tls: auto` (Let's Encrypt staging: "
+                           "`https://acme-staging-v02.api.letsencrypt.org/directory`)", default_text="Caddy's default CAs",
+                           check=_optional(_match(ACME_URL_RE, "must be an https:// ACME directory URL")))
+    acme_ca_root: str = setting("", "one PEM certificate", "the root certificate Caddy trusts for `acme_ca`'s own HTTPS (a private or test ACME "
+                                "server such as Pebble); only for that server", _pem, default_text="the system's roots")
+    redirects: dict[str, str] = setting({}, "DNS names mapping to one of `domains`", "domains that answer with a permanent redirect to one "
+                                        "of the site's domains, path and query kept (`www.example.com: example.com`)", _redirects)
     authorized_keys: tuple[str, ...] = setting([], "OpenSSH public key lines", "the deploy user's keys (exactly these when set)",
                                                _each(_match(KEY_RE, "each must be one OpenSSH public key line")))
     adopt_existing: bool = setting(False, "true or false", "let provision take over a Unix account (deploy_user) or PostgreSQL role "
@@ -283,6 +308,9 @@ class Site:
                                    "the memory cap of the site's own Redis; keys with an expiry go first when it is full",
                                    _match(SIZE_RE, "must be a size such as 64mb"))
     gunicorn_workers: int = setting(2, "1-64", "gunicorn workers per colour", _int(1, 64))
+    standby_minutes: int = setting(0, "0-10080", "minutes the release before keeps running as the warm standby after a switch; "
+                                   "past that a timer stops it to free its memory, and a rollback starts it cold (0: it always runs)",
+                                   _int(0, 10080))
     keep_releases: int = setting(5, "2-100", "release directories kept", _int(2, 100))
     health_timeout: int = setting(30, "1-600", "seconds a new release has to answer `/health/`", _int(1, 600))
     strict_pins: bool = setting(False, "true or false", "refuse git requirements that follow a branch", _bool)
@@ -361,7 +389,17 @@ def load_site(raw: Any) -> Site:
         raise ConfigError("celery_beat", "needs celery: true (beat only sends tasks; the worker runs them)")
     if not data.get("celery_app"):
         data["celery_app"] = data.get("project_module", "")
-    return _load(Site, data)
+    site = _load(Site, data)
+    for source, target in site.redirects.items():
+        if source in site.domains:
+            raise ConfigError(f"redirects.{source}", "is one of sum.domains: a domain either serves the site or redirects, not both")
+        if target not in site.domains:
+            raise ConfigError(f"redirects.{source}", f"must redirect to one of sum.domains ({', '.join(site.domains)})", target)
+    if (site.acme_ca or site.acme_ca_root) and site.tls != "auto":
+        raise ConfigError("acme_ca" if site.acme_ca else "acme_ca_root", f"only applies to tls: auto (tls is {site.tls})")
+    if site.acme_ca_root and not site.acme_ca:
+        raise ConfigError("acme_ca_root", "needs sum.acme_ca: it is the root of that server's own certificate")
+    return site
 
 
 def reference() -> str:

@@ -63,6 +63,7 @@ def caddy_ops(site: Site, facts: Facts, project_dir: str = "") -> list[Op]:
             "caddy main config (admin socket, sites-enabled)", CADDYFILE, main_caddyfile(facts.caddyfile),
             validate_installed=CADDY_VALIDATE, then=f"{CADDY_RELOAD} || {MOVE_ADMIN}",
         ),
+        *([file_op("acme server root (sum.acme_ca_root)", site.paths.acme_root, site.acme_ca_root)] if site.acme_ca_root else []),
         file_op(
             "caddy site", site.paths.caddy_site, render("site.caddy.j2", {"site": site}, project_dir),
             validate_installed=CADDY_VALIDATE, then=CADDY_RELOAD, hint="the site config failed `caddy validate`; the previous one is still in place",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..commands.script import q
 from ..commands.templating import render
 from ..configuration import Site
-from ..configuration.hostmap import MANAGE_ARGS, SYSTEMD
+from ..configuration.hostmap import COLOURS, MANAGE_ARGS, SYSTEMCTL, SYSTEMD
 from .base import Op, absent_op, file_op
 from .site import live_socket_op
 
@@ -33,7 +33,23 @@ def unit_ops(site: Site, project_dir: str = "") -> list[Op]:
     ops.append(live_socket_op(site))
     ops.append(file_op("manage script", paths.manage_script, render("manage.py.j2", {"site": site, "manage_args": MANAGE_ARGS}, project_dir),
                        0o755, validate="python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' {}"))
-    return ops + schedule_ops(site, project_dir)
+    return ops + standby_ops(site, project_dir) + schedule_ops(site, project_dir)
+
+
+def standby_ops(site: Site, project_dir: str = "") -> list[Op]:
+    """With `sum.standby_minutes`, the timer that stops the warm standby that long after a switch; without, none."""
+    paths = site.paths
+    service, timer = paths.standby_service, paths.standby_timer
+    if not site.standby_minutes:
+        return [absent_op("no standby timer", [paths.unit_file(service), paths.unit_file(timer)],
+                          before=f"systemctl disable --now {q(timer)} || true", then=DAEMON_RELOAD)]
+    ctx = {"site": site, "colours": COLOURS, "systemctl": SYSTEMCTL}
+    return [
+        file_op("standby timer unit", paths.unit_file(service), render("standby.service.j2", ctx, project_dir), then=DAEMON_RELOAD),
+        file_op("standby timer", paths.unit_file(timer), render("standby.timer.j2", ctx, project_dir), then=f"{DAEMON_RELOAD} && systemctl restart {q(timer)}"),
+        Op("standby timer enabled and running", f"systemctl is-enabled -q {q(timer)} && systemctl is-active -q {q(timer)}",
+           f"systemctl enable --now {q(timer)}"),
+    ]
 
 
 def schedule_ops(site: Site, project_dir: str = "") -> list[Op]:

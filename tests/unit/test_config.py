@@ -70,6 +70,9 @@ def test_unknown_keys_get_did_you_mean():
     ("keep_releases", 1), ("keep_releases", "five"), ("gunicorn_workers", 0), ("health_timeout", True),
     ("celery_app", "a-b"), ("tls_email", "me"), ("backups", {"format": "rar"}), ("backups", {"keep": 0}),
     ("backups", {"schedule": "daily; id"}),
+    ("acme_ca", "http://acme.example/dir"), ("acme_ca", "https://x/dir; id"), ("acme_ca_root", "not a certificate"),
+    ("redirects", ["www.acme.example"]), ("redirects", {"www.acme.example": "elsewhere.example"}),
+    ("redirects", {"acme.example": "www.acme.example"}), ("redirects", {"bad domain": "acme.example"}),
 ])
 def test_bad_values_name_their_key(key, value):
     assert f"sum.{key.split('.')[0]}" in refused(**{key: value})
@@ -121,3 +124,20 @@ def test_schedule_entries_are_validated_names_commands_and_calendars(site_config
         with pytest.raises(ConfigError) as err:
             load_site({**site_config, "schedule": bad})
         assert str(err.value.message).startswith(f"sum.{key}: "), (bad, err.value.message)
+
+
+PEM = "-----BEGIN CERTIFICATE-----\nMIIBAAAA+/=\n-----END CERTIFICATE-----"
+
+
+def test_acme_ca_root_needs_the_ca_and_tls_auto():
+    assert "needs sum.acme_ca" in refused(acme_ca_root=PEM)
+    assert "only applies to tls: auto" in refused(tls="internal", acme_ca="https://pebble.test:14000/dir")
+    site = load_site({**GOOD, "acme_ca": "https://pebble.test:14000/dir", "acme_ca_root": PEM + "\n\n"})
+    assert site.acme_ca_root == PEM + "\n"
+
+
+def test_redirects_go_to_one_of_the_domains():
+    site = load_site({**GOOD, "redirects": {"acme.example.org": "acme.example"}})
+    assert site.redirects == {"acme.example.org": "acme.example"}
+    assert "must redirect to one of sum.domains" in refused(redirects={"acme.example.org": "other.example"})
+    assert "either serves the site or redirects" in refused(domains=["acme.example", "www.acme.example"], redirects={"www.acme.example": "acme.example"})

@@ -9,6 +9,7 @@ import pytest
 from sum_tasks.commands import templating
 from sum_tasks.commands.facts import Facts
 from sum_tasks.configuration import load_site
+from sum_tasks.configuration.hostmap import COLOURS, SYSTEMCTL
 from sum_tasks.operations.plan import host_plan
 
 NAMES = sorted(p.name for p in templating.LIBRARY_TEMPLATES.glob("*.j2"))
@@ -42,6 +43,21 @@ def test_caddy_site_per_tls_mode(site_config, tls):
     assert "root * /srv/sum/acme-kitchens/static" in text
 
 
+@pytest.mark.parametrize("tls", ["auto", "off"])
+def test_caddy_redirects_and_acme_server(site_config, tls):
+    extra = {"acme_ca": "https://pebble.test:14000/dir", "acme_ca_root": "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----"}
+    site = load_site({**site_config, "tls": tls, "domains": ["acme.example"], "redirects": {"www.acme.example": "acme.example"},
+                      **(extra if tls == "auto" else {})})
+    text = templating.render("site.caddy.j2", {"site": site})
+    scheme = "https" if tls == "auto" else "http"
+    block = text.split(f"{'' if tls == 'auto' else 'http://'}www.acme.example {{\n", 1)[1].split("\n}\n", 1)[0]
+    assert f"redir {scheme}://acme.example{{uri}} permanent" in block
+    assert ("ca https://pebble.test:14000/dir" in block) == (tls == "auto")
+    main = text.split(f"{'' if tls == 'auto' else 'http://'}acme.example {{\n", 1)[1]
+    assert ("ca_root /etc/sum/sum-acme-kitchens-acme-root.pem" in main) == (tls == "auto")
+    assert "reverse_proxy" in main and "reverse_proxy" not in block
+
+
 def test_client_template_overrides_one_file(tmp_path, site):
     (tmp_path / "templates").mkdir()
     (tmp_path / "templates" / "sshd-hardening.conf.j2").write_text("# client {{ permit_root_login }}\n")
@@ -49,17 +65,17 @@ def test_client_template_overrides_one_file(tmp_path, site):
     assert "gunicorn" in templating.render("gunicorn@.service.j2", {"site": site}, str(tmp_path))
 
 
-@pytest.mark.parametrize("celery", [False, True])
-def test_units_pass_systemd_analyze_verify(tmp_path, site_config, celery):
+@pytest.mark.parametrize("kind", ["gunicorn", "celery", "standby"])
+def test_units_pass_systemd_analyze_verify(tmp_path, site_config, kind):
     if not shutil.which("systemd-analyze"):
         pytest.fail("systemd-analyze is needed (apt-get install systemd)")
-    site = load_site({**site_config, "celery": celery})
-    units = {"sum-acme-kitchens-gunicorn@.service": "gunicorn@.service.j2"}
-    if celery:
-        units["sum-acme-kitchens-celery.service"] = "celery.service.j2"
+    site = load_site({**site_config, "celery": kind == "celery", "standby_minutes": 30})
+    units = {"sum-acme-kitchens-gunicorn@.service": "gunicorn@.service.j2", "sum-acme-kitchens-celery.service": "celery.service.j2",
+             "sum-acme-kitchens-standby.service": "standby.service.j2", "sum-acme-kitchens-standby.timer": "standby.timer.j2"}
     for unit, template in units.items():
-        (tmp_path / unit).write_text(templating.render(template, {"site": site}))
-    target = "sum-acme-kitchens-celery.service" if celery else "sum-acme-kitchens-gunicorn@blue.service"
+        (tmp_path / unit).write_text(templating.render(template, {"site": site, "colours": COLOURS, "systemctl": SYSTEMCTL}))
+    target = {"gunicorn": "sum-acme-kitchens-gunicorn@blue.service", "celery": "sum-acme-kitchens-celery.service",
+              "standby": "sum-acme-kitchens-standby.timer"}[kind]
     result = subprocess.run(["systemd-analyze", "verify", "--man=no", str(tmp_path / target)], capture_output=True, text=True, check=False)
     problems = [line for line in result.stderr.splitlines() if "acme-kitchens" in line and "is not executable" not in line
                 and "No such file" not in line]
