@@ -19,7 +19,6 @@ from .script import Script, q, sections
 from .state import state_from
 
 STATUSES = ("ok", "warn", "fail")
-BACKUP_WARN_HOURS = 26
 TLS_WARN_DAYS = 14
 TLS_FAIL_DAYS = 3
 DISK_MARGIN = 1.5
@@ -230,13 +229,17 @@ def tls_status(seconds: float) -> str:
 
 
 def check_backup(site: Site, now: int, entries: list[backups.Entry]) -> Check:
-    """The newest verified backup: none is a failure, older than ~26 h a warning."""
+    """The newest verified backup: none, or one older than `sum.backups.max_age_hours`, is a failure."""
     entry = backups.newest_verified(site, entries)
     if entry is None:
         return Check("backup", "fail", f"no verified backup in {site.paths.backups}: run `fab db.backup`")
     age = now - backups.entry_time(site, entry)
     detail = f"{entry.name}, {backups.format_size(entry.size)}, {backups.format_age(age)} old"
-    return Check("backup", "warn" if age > BACKUP_WARN_HOURS * 3600 else "ok", detail)
+    limit = site.backups.max_age_hours
+    if age > limit * 3600:
+        return Check("backup", "fail", f"{detail}: older than sum.backups.max_age_hours ({limit}h); see `fab logs --service backup`, "
+                     "then `fab db.backup`")
+    return Check("backup", "ok", detail)
 
 
 DJANGO_CHECK_ID = re.compile(r"\(([a-z_]+\.[EWC]\d+)\)")

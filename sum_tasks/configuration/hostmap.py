@@ -84,8 +84,11 @@ file  {redis_conf}   0644  root:root      the site's Redis config: unix socket o
 file  {tmpfiles}     0644  root:root      makes the socket directory at boot
 file  {sudoers}      0440  root:root      the deploy user's exact root commands
 file  {backup_script} 0755 root:root      the backup script the nightly service runs
+file  {alert_script} 0755 root:root      posts a failed unit's name to `sum.alerts.webhook` (with a webhook set)
 file  {manage_script} 0755 root:root      `fab manage`: runs manage.py in the live release as the app's user (systemd-run)
 file  {caddy_site}   0644  root:root      the site's Caddy config
+file  {alert_conf}   0640  root:{user}    curl config naming `sum.alerts.webhook` (a secret URL); the alert unit, as the deploy user, reads it
+file  {ping_conf}    0640  root:{user}    curl config naming `sum.alerts.success_url`, pinged after each good nightly backup
 file  {acme_root}    0644  root:root      the root certificate of `sum.acme_ca`'s own HTTPS (with `sum.acme_ca_root`), which Caddy trusts for it
 """
 
@@ -138,6 +141,9 @@ class HostMap:
         self.tmpfiles = f"/etc/tmpfiles.d/{self.unit_prefix}.conf"
         self.caddy_site = f"{CADDY_SITES}/{self.unit_prefix}.caddy"
         self.acme_root = f"{ETC}/{self.unit_prefix}-acme-root.pem"
+        self.alert_conf = f"{ETC}/{self.unit_prefix}-alert.curl"
+        self.alert_script = f"/usr/local/bin/{self.unit_prefix}-alert"
+        self.ping_conf = f"{ETC}/{self.unit_prefix}-ping.curl"
         # Units.
         self.gunicorn_template = f"{self.unit_prefix}-gunicorn@.service"
         self.celery = f"{self.unit_prefix}-celery.service"
@@ -148,6 +154,7 @@ class HostMap:
         self.scratch_create = f"{self.unit_prefix}-scratchdb-create.service"
         self.scratch_drop = f"{self.unit_prefix}-scratchdb-drop.service"
         self.redis = f"{self.unit_prefix}-redis.service"
+        self.alert_template = f"{self.unit_prefix}-alert@.service"
         self.standby_service = f"{self.unit_prefix}-standby.service"
         self.standby_timer = f"{self.unit_prefix}-standby.timer"
         self.media_mount = mount_unit(self.media)
@@ -200,7 +207,7 @@ class HostMap:
         """Every path of the site with its owner, group and mode (`TABLE`); directories first, in the order provision makes them."""
         names = {**vars(self), "srv": SRV, "etc": ETC, "web": WEB_GROUP, "user": self.site.deploy_user, "app": self.app_user}
         units = [self.gunicorn_template, self.celery, self.celery_beat, self.redis, self.media_mount, self.backup_service, self.backup_timer,
-                 self.scratch_create, self.scratch_drop, self.standby_service, self.standby_timer, *(u for name in self.site.schedule for u in self.schedule(name))]
+                 self.scratch_create, self.scratch_drop, self.standby_service, self.standby_timer, self.alert_template, *(u for name in self.site.schedule for u in self.schedule(name))]
         rows = [line.split(None, 4) for line in TABLE.strip().splitlines()]
         rows += [["file", self.unit_file(u), "0644", "root:root", "systemd unit"] for u in units]
         return [Entry(kind, path.format(**names), int(mode, 8), *owner.format(**names).split(":"), what)

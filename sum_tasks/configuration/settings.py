@@ -255,6 +255,23 @@ class Backups:
                           _choice("gzip", "zstd"))
     schedule: str = setting("*-*-* 03:15:00", "a systemd `OnCalendar` expression", "when the nightly backup timer runs",
                             _match(ONCALENDAR_RE, "must be a systemd OnCalendar expression"))
+    max_age_hours: int = setting(26, "1-8760", "`check` fails when the newest verified backup is older than this (a nightly run "
+                                 "missed or failed)", _int(1, 8760))
+
+
+ALERT_URL_RE = re.compile(r"^https?://[^\s\"\\]+$")
+_alert_url = _optional(_match(ALERT_URL_RE, "must be an http(s):// URL (no spaces, quotes or backslashes)"))
+
+
+@dataclass(frozen=True)
+class Alerts:
+    """``sum.alerts``: who hears about the site's unattended jobs (the nightly backup)."""
+
+    webhook: str = setting("", "an `http(s)://` URL", "a failed nightly backup POSTs JSON here (`text`, `content`, `site`, `host`, `unit`, "
+                           "`event`: Slack, Mattermost, Discord and most uptime services read it); the URL is a secret: kept root:deploy "
+                           "0640 in `/etc/sum`, never in argv", _alert_url)
+    success_url: str = setting("", "an `http(s)://` URL", "pinged (GET) after each good nightly backup, so a dead-man's-switch service "
+                               "notices a missing run", _alert_url)
 
 
 @dataclass(frozen=True)
@@ -315,6 +332,7 @@ class Site:
     health_timeout: int = setting(30, "1-600", "seconds a new release has to answer `/health/`", _int(1, 600))
     strict_pins: bool = setting(False, "true or false", "refuse git requirements that follow a branch", _bool)
     backups: Backups = setting(Backups(), "", "the site's database backups", lambda key, value: value)
+    alerts: Alerts = setting(Alerts(), "", "where failures are reported", lambda key, value: value)
     schedule: dict[str, Scheduled] = setting({}, "names mapping to `{command, when}`: a management command and a systemd "
                                              "`OnCalendar` expression", "management commands systemd runs on a schedule, in the live "
                                              "release as the app's user (see the runbook's Schedules)", _schedule)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..commands.backup import scratch_db_name, script_text
 from ..commands.templating import render
 from ..configuration import Site
-from .base import Op, file_op
+from .base import Op, absent_op, file_op
 from .packages import APT
 from .units import DAEMON_RELOAD
 
@@ -46,9 +46,36 @@ def backup_ops(site: Site, project_dir: str = "") -> list[Op]:
         ),
         file_op("scratch database create unit", paths.unit_file(paths.scratch_create), scratch_unit(site, "create"), then=DAEMON_RELOAD),
         file_op("scratch database drop unit", paths.unit_file(paths.scratch_drop), scratch_unit(site, "drop"), then=DAEMON_RELOAD),
+        *alert_ops(site, project_dir),
         Op(
             "backup timer enabled and running",
             f"systemctl is-enabled -q {paths.backup_timer} && systemctl is-active -q {paths.backup_timer}",
             f"systemctl enable --now {paths.backup_timer}",
         ),
     ]
+
+
+def curl_config(url: str) -> str:
+    """A curl config naming `url` (checked to hold no quote or backslash), so the URL stays out of argv."""
+    return f'url = "{url}"\n'
+
+
+def alert_ops(site: Site, project_dir: str = "") -> list[Op]:
+    """With `sum.alerts.webhook`: the alert script, its unit and the URL's file; with `success_url`, the ping's file."""
+    paths, user = site.paths, site.deploy_user
+    alerts, ctx = site.alerts, {"site": site}
+    ops = []
+    if alerts.webhook:
+        ops += [
+            file_op("alert webhook (sum.alerts.webhook)", paths.alert_conf, curl_config(alerts.webhook), 0o640, group=user),
+            file_op("alert script", paths.alert_script, render("alert.sh.j2", ctx, project_dir), 0o755),
+            file_op("alert unit", paths.unit_file(paths.alert_template), render("alert@.service.j2", ctx, project_dir), then=DAEMON_RELOAD),
+        ]
+    else:
+        ops.append(absent_op("no alert webhook", [paths.alert_conf, paths.alert_script, paths.unit_file(paths.alert_template)],
+                             then=DAEMON_RELOAD))
+    if alerts.success_url:
+        ops.append(file_op("success ping (sum.alerts.success_url)", paths.ping_conf, curl_config(alerts.success_url), 0o640, group=user))
+    else:
+        ops.append(absent_op("no success ping", [paths.ping_conf]))
+    return ops

@@ -227,10 +227,15 @@ def test_tls_none_served_or_off(site, site_config):
     assert check.check_tls(load_site({**site_config, "tls": "off"}), "", "", NOW) is None
 
 
-def test_backup_age(site):
+def test_backup_age(site, site_config):
     entry = db.Entry(BACKUP, 399, 1795722801, "a" * 64)
     assert check.check_backup(site, NOW, [entry]).status == "ok"
-    assert check.check_backup(site, NOW + 27 * 3600, [entry]).status == "warn"
+    backup_time = check.backups.entry_time(site, entry)
+    assert check.check_backup(site, backup_time + 26 * 3600 - 60, [entry]).status == "ok"
+    late = check.check_backup(site, backup_time + 27 * 3600, [entry])
+    assert late.status == "fail" and "max_age_hours (26h)" in late.detail
+    weekly = load_site({**site_config, "backups": {"max_age_hours": 170}})
+    assert check.check_backup(weekly, backup_time + 27 * 3600, [entry]).status == "ok"
     unverified = db.Entry(BACKUP, 399, 1795722801, "")
     assert check.check_backup(site, NOW, [unverified]).status == "fail"
     assert check.check_backup(site, NOW, []).detail.startswith("no verified backup")

@@ -18,7 +18,7 @@ def test_every_setting_and_task_is_documented():
 
     configuration, tasks = (docs.DOCS / "configuration.md").read_text(), (docs.DOCS / "tasks.md").read_text()
     for key, value in defaults().items():
-        for name in ([f"{key}.{k}" for k in value] if key == "backups" else [key]):
+        for name in ([f"{key}.{k}" for k in value] if key in ("backups", "alerts") else [key]):
             assert f"| `{name}` |" in configuration, name
     for name in namespace().task_names:
         assert f"\n## {name}\n" in tasks, name

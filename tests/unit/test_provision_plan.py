@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from sum_tasks.commands.facts import Facts, OsRelease, loopback_only, parse_os_release, ufw_converged, ufw_others
-from sum_tasks.configuration import load_site
+from sum_tasks.configuration import ConfigError, load_site
 from sum_tasks.operations.caddy import ADMIN_LINE, CADDY_IMPORT, main_caddyfile
 from sum_tasks.operations.packages import caddy_from_official_repo, package_ops
 from sum_tasks.operations.plan import host_plan
@@ -185,3 +185,20 @@ def test_facts_say_who_made_the_account_and_the_role():
     assert facts.deploy_account == "Ubuntu" and facts.deploy_granted is False and facts.db_role == ""
     none = parse_facts("root", "@@ssh_ports\n22\n@@deploy_account\n@@deploy_granted\n/etc/sudoers.d/sum-acme\n@@db_role\n")
     assert none.deploy_account is None and none.deploy_granted is True and none.db_role is None
+
+
+def test_alert_urls_are_secrets_kept_in_files_only(site_config):
+    hook, ping = "https://hooks.example/T000/B000/secretToken1", "https://ping.example/uuid-secret-2"
+    site = load_site({**site_config, "alerts": {"webhook": hook, "success_url": ping}})
+    ops = host_plan(site, FACTS)
+    for op in ops:
+        assert "secretToken1" not in op.check + op.apply and "uuid-secret-2" not in op.check + op.apply, op.name
+    named = by_name(ops)
+    assert named["alert webhook (sum.alerts.webhook)"].stdin == f'url = "{hook}"\n'.encode()
+    assert "640 root deploy" in named["alert webhook (sum.alerts.webhook)"].check
+    assert named["success ping (sum.alerts.success_url)"].stdin == f'url = "{ping}"\n'.encode()
+    service = named["backup service"].stdin.decode()
+    assert "OnFailure=sum-acme-kitchens-alert@%n.service" in service and "-K /etc/sum/sum-acme-kitchens-ping.curl" in service
+    quiet = by_name(host_plan(load_site(site_config), FACTS))
+    assert "OnFailure" not in quiet["backup service"].stdin.decode() and "rm -f" in quiet["no alert webhook"].apply
+    assert "must be an http(s):// URL" in str(pytest.raises(ConfigError, load_site, {**site_config, "alerts": {"webhook": 'https://x/"a'}}).value)
