@@ -8,6 +8,7 @@ import time
 
 import pytest
 from e2e_support import site_config
+from site_repo import build_site_repo
 
 from sum_tasks.testing.client import make_client
 
@@ -41,7 +42,8 @@ def served(pebble, site_ip: str, name: str, path: str = "/") -> str:
 def test_tls_auto_obtains_certificates_from_pebble_and_www_redirects(host_factory, tmp_path):
     site, pebble = host_factory.many({"suite": "trixie"}, {"suite": "bookworm"})
     ca_root = start_pebble(pebble, site.ip)
-    client = make_client(tmp_path / "client", site_config(
+    build_site_repo(tmp_path / "site")
+    client = make_client(tmp_path / "site", site_config(
         site, tls="auto", tls_email="ops@acme.test", domains=["acme.test"], redirects={"www.acme.test": "acme.test"},
         acme_ca=f"https://{pebble.ip}:14000/dir", acme_ca_root=ca_root), {"vps": (site, "root")})
     client.fab("provision")
