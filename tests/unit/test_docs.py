@@ -30,3 +30,19 @@ def test_readme_is_the_front_door():
     assert "python3 -m pytest -q" in readme
     for page in ("getting-started", "runbook", "configuration", "tasks", "architecture", "testing"):
         assert f"docs/{page}.md" in readme, page
+
+
+def test_every_documented_fabric_yaml_is_a_valid_configuration():
+    import yaml
+
+    from sum_tasks.configuration import load_site
+
+    pages = [docs.DOCS.parent / "README.md", *sorted(docs.DOCS.glob("*.md"))]
+    blocks = [(page.name, block.split("\n```", 1)[0]) for page in pages for block in page.read_text().split("```yaml\n")[1:]]
+    checked = 0
+    for name, block in blocks:
+        data = yaml.safe_load(block)
+        if isinstance(data, dict) and isinstance(data.get("sum"), dict) and "site_slug" in data["sum"]:
+            load_site(data["sum"])
+            checked += 1
+    assert checked >= 2, f"expected the README's and getting-started's fabric.yaml among {[n for n, _ in blocks]}"
