@@ -149,15 +149,17 @@ def _domains(key: str, value: Any) -> tuple[str, ...]:
     return tuple(domains)
 
 
-def _redirects(key: str, value: Any) -> dict[str, str]:
+def _items(key: str, value: Any, rule: str) -> list[tuple[Any, Any]]:
+    """A mapping setting's (name, value) pairs; anything else than a mapping is refused with `rule`."""
     given = value or {}
     if not hasattr(given, "keys"):
-        raise ConfigError(key, "must map a domain to the domain it redirects to", given)
-    redirects = {}
-    for source in given.keys():  # noqa: SIM118 (Invoke's DataProxy has keys(), no iteration)
-        validate_domain(source, f"{key}.{source}")
-        redirects[source] = validate_domain(given[source], f"{key}.{source}")
-    return redirects
+        raise ConfigError(key, rule, given)
+    return [(name, given[name]) for name in given.keys()]  # noqa: SIM118 (Invoke's DataProxy has keys(), no iteration)
+
+
+def _redirects(key: str, value: Any) -> dict[str, str]:
+    return {validate_domain(source, f"{key}.{source}"): validate_domain(target, f"{key}.{source}")
+            for source, target in _items(key, value, "must map a domain to the domain it redirects to")}
 
 
 def _pem(key: str, value: Any) -> str:
@@ -222,15 +224,11 @@ class Scheduled:
 
 
 def _schedule(key: str, value: Any) -> dict[str, Scheduled]:
-    given = value or {}
-    if not hasattr(given, "keys"):
-        raise ConfigError(key, "must map names to {command, when}", given)
     entries = {}
-    for name in given.keys():  # noqa: SIM118 (Invoke's DataProxy has keys(), no iteration)
+    for name, entry in _items(key, value, "must map names to {command, when}"):
         where = f"{key}.{name}"
         if not isinstance(name, str) or not SCHEDULE_NAME_RE.fullmatch(name):
             raise ConfigError(where, "a schedule's name is 1-40 of a-z, 0-9, '_' and '-'", name)
-        entry = given[name]
         if not hasattr(entry, "keys"):
             raise ConfigError(where, "must be {command: ..., when: ...}", entry)
         reject_unknown(entry, ("command", "when"), f"{where}.")
