@@ -12,7 +12,7 @@ from ..configuration import defaults
 
 def namespace() -> Collection:
     """A fresh root collection with every library task and the ``sum`` defaults."""
-    from . import check, db, env, lock, logs, manage, provision, release, rollback, status
+    from . import check, db, env, lock, logs, manage, offsite, provision, release, rollback, status
 
     manage.claim_arguments()
     ns = Collection()
@@ -25,5 +25,6 @@ def namespace() -> Collection:
     for t in (check.check, status.status, logs.logs, manage.manage):
         ns.add_task(t)
     ns.add_collection(env.env)
+    ns.add_collection(offsite.offsite_collection)
     ns.configure({"sum": defaults(), "run": {"in_stream": False}})
     return ns

@@ -22,6 +22,7 @@ from ..operations.redis import shared_redis_ops
 from . import colours
 from .env import restart_app
 from .lock import site_lock
+from .offsite import operator_password
 
 
 @task(help={"check": "show what would change; change nothing"})
@@ -42,7 +43,7 @@ def provision(c: Context, check: bool = False) -> None:
             refused = refusals(site, facts)
             if refused:
                 raise StepError("refusing to take over what sum_tasks did not make: " + "; ".join(refused))
-            plan = host_plan(site, facts, project_dir(c))
+            plan = host_plan(site, facts, project_dir(c), offsite_password=operator_password(site, create=not check))
         converge(conn, plan, report, check)
         restart_outdated_app(conn, site, report, check)
         converge(conn, shared_redis_ops(facts), report, check)

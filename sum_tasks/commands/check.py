@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from ..configuration import COLOURS, Site
 from . import backup as backups
-from . import schedules
+from . import offsite, schedules
 from .colours import live_colour
 from .facts import REDIS_PORT, allowed_ports, loopback_only, ufw_converged, ufw_others
 from .health import curl_health, parse_answer
@@ -74,6 +74,7 @@ def check_script(site: Site, project_dir: str = "") -> Script:
         f"echo @@deploy_check; if [ -L current ]; then {manage_script(site, ['check', '--deploy']).text} 2>&1 </dev/null; "
         "rc=$?; else rc=none; fi; echo @@deploy_check_status; echo \"$rc\"\n"
         "echo @@env_stat; stat -c '%a %U %G' .env 2>&1\n"
+        f"echo @@offsite; cat {q(site.paths.offsite_status)} 2>/dev/null\n"
         f"if [ \"$(id -u)\" = 0 ]; then echo @@ufw; ufw status verbose 2>&1; "
         "echo @@ssh_ports; sshd -T 2>/dev/null | awk '$1 == \"port\" {print $2}'; "
         f"else echo @@ufw; echo {NOT_ROOT}; fi\n"
@@ -245,6 +246,20 @@ def check_backup(site: Site, now: int, entries: list[backups.Entry]) -> Check:
 DJANGO_CHECK_ID = re.compile(r"\(([a-z_]+\.[EWC]\d+)\)")
 
 
+def check_offsite(site: Site, text: str, now: int) -> Check | None:
+    """With `sum.offsite`, the last good off-site copy: none, or one older than `sum.backups.max_age_hours`, is a failure."""
+    if not site.offsite.target:
+        return None
+    status = offsite.parse_status(text)
+    if status is None:
+        return Check("off-site", "fail", "no off-site copy yet: `fab offsite.copy` (after `fab db.backup`), then see `fab logs --service offsite`")
+    detail = status.describe(now)
+    if now - status.at > site.backups.max_age_hours * 3600:
+        return Check("off-site", "fail", f"{detail}: older than sum.backups.max_age_hours ({site.backups.max_age_hours}h); "
+                     "see `fab logs --service offsite`")
+    return Check("off-site", "ok", detail)
+
+
 def check_deploy(output: str, status: str) -> Check:
     """Django's `check --deploy` on the live release, as the app: its errors fail, its warnings warn, each by id."""
     ids = DJANGO_CHECK_ID.findall(output)
@@ -297,6 +312,7 @@ def judge(site: Site, output: str) -> list[Check]:
     if tls:
         checks.append(tls)
     checks += [check_backup(site, now, entries), check_timer(service, timer)]
+    checks += [c for c in (check_offsite(site, parts.get("offsite", ""), now),) if c]
     return checks + check_schedules(site, output)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..configuration import Site
 from .script import Script, q
 
-SERVICES = ("app", "caddy", "celery", "redis", "schedule", "backup")
+SERVICES = ("app", "caddy", "celery", "redis", "schedule", "backup", "offsite")
 
 
 def units(site: Site, service: str) -> list[str]:
@@ -20,6 +20,8 @@ def units(site: Site, service: str) -> list[str]:
         return [site.paths.redis]
     if service == "schedule":
         return [site.paths.schedule(name)[0] for name in site.schedule]
+    if service == "offsite":
+        return [site.paths.offsite_service]
     return [site.paths.backup_service]
 
 

@@ -89,6 +89,11 @@ file  {manage_script} 0755 root:root      `fab manage`: runs manage.py in the li
 file  {caddy_site}   0644  root:root      the site's Caddy config
 file  {alert_conf}   0640  root:{user}    curl config naming `sum.alerts.webhook` (a secret URL); the alert unit, as the deploy user, reads it
 file  {ping_conf}    0640  root:{user}    curl config naming `sum.alerts.success_url`, pinged after each good nightly backup
+file  {offsite_key}  0640  root:{user}    the site's SSH key for the backup machine (with `sum.offsite`); `.pub` beside it
+file  {offsite_known_hosts} 0644 root:root the backup machine's host key, the only one accepted
+file  {restic_password} 0640 root:{user}  the off-site repository's encryption password (a copy of the operator's `offsite.password_file`)
+file  {offsite_script} 0755 root:root     the off-site copy: restic sends the newest verified dump and media/ to the backup machine
+file  {offsite_status} 0600 {user}:{user} the last good off-site copy: time, snapshot, dump (read by `check`)
 file  {acme_root}    0644  root:root      the root certificate of `sum.acme_ca`'s own HTTPS (with `sum.acme_ca_root`), which Caddy trusts for it
 """
 
@@ -141,6 +146,12 @@ class HostMap:
         self.tmpfiles = f"/etc/tmpfiles.d/{self.unit_prefix}.conf"
         self.caddy_site = f"{CADDY_SITES}/{self.unit_prefix}.caddy"
         self.acme_root = f"{ETC}/{self.unit_prefix}-acme-root.pem"
+        self.offsite_key = f"{ETC}/{self.unit_prefix}-offsite.key"
+        self.offsite_known_hosts = f"{ETC}/{self.unit_prefix}-offsite.known_hosts"
+        self.restic_password = f"{ETC}/{self.unit_prefix}-restic.password"
+        self.offsite_script = f"/usr/local/bin/{self.unit_prefix}-offsite"
+        self.offsite_status = f"{self.backups}/.offsite"
+        self.offsite_service = f"{self.unit_prefix}-offsite.service"
         self.alert_conf = f"{ETC}/{self.unit_prefix}-alert.curl"
         self.alert_script = f"/usr/local/bin/{self.unit_prefix}-alert"
         self.ping_conf = f"{ETC}/{self.unit_prefix}-ping.curl"
@@ -207,7 +218,7 @@ class HostMap:
         """Every path of the site with its owner, group and mode (`TABLE`); directories first, in the order provision makes them."""
         names = {**vars(self), "srv": SRV, "etc": ETC, "web": WEB_GROUP, "user": self.site.deploy_user, "app": self.app_user}
         units = [self.gunicorn_template, self.celery, self.celery_beat, self.redis, self.media_mount, self.backup_service, self.backup_timer,
-                 self.scratch_create, self.scratch_drop, self.standby_service, self.standby_timer, self.alert_template, *(u for name in self.site.schedule for u in self.schedule(name))]
+                 self.scratch_create, self.scratch_drop, self.standby_service, self.standby_timer, self.alert_template, self.offsite_service, *(u for name in self.site.schedule for u in self.schedule(name))]
         rows = [line.split(None, 4) for line in TABLE.strip().splitlines()]
         rows += [["file", self.unit_file(u), "0644", "root:root", "systemd unit"] for u in units]
         return [Entry(kind, path.format(**names), int(mode, 8), *owner.format(**names).split(":"), what)
@@ -223,7 +234,8 @@ class HostMap:
         """(verb, unit): everything the deploy user may run as root. Nothing else, no wildcard."""
         rules = [(verb, self.colour(c).unit) for c in COLOURS for verb in COLOUR_VERBS]
         rules += [(verb, unit) for unit in self.celery_units() for verb in CELERY_VERBS]
-        return rules + [("start", unit) for unit in (self.backup_service, self.scratch_create, self.scratch_drop)]
+        starts = [self.backup_service, self.scratch_create, self.scratch_drop] + ([self.offsite_service] if self.site.offsite.target else [])
+        return rules + [("start", unit) for unit in starts]
 
     def sudo_commands(self) -> list[str]:
         """The sudoers lines: each rule under each path systemctl may be called by (`systemctl` minus its ``sudo -n``),

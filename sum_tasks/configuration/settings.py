@@ -272,6 +272,25 @@ class Alerts:
                                "notices a missing run", _alert_url)
 
 
+HOST_KEY_RE = re.compile(r"^(?:ssh-(?:ed25519|rsa)|ecdsa-sha2-nistp\d+) [A-Za-z0-9+/]+={0,3}$")
+TARGET_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}@[A-Za-z0-9._-]+(?::\d{1,5})?$")
+
+
+@dataclass(frozen=True)
+class Offsite:
+    """``sum.offsite``: encrypted, append-only copies of each backup on a second machine (restic over SSH)."""
+
+    target: str = setting("", "`user@host[:port]`", "the backup machine: its `authorized_keys` gives this site's key a forced "
+                          "`rclone serve restic --stdio --append-only` (see the runbook's Off-site copies)",
+                          _optional(_match(TARGET_RE, "must be user@host or user@host:port")))
+    host_key: str = setting("", "`<type> <base64>`, from `ssh-keyscan`", "the backup machine's SSH host key: the only key the VPS accepts "
+                            "from it", _optional(_match(HOST_KEY_RE, "must be one SSH host key: `ssh-ed25519 AAAA...`")))
+    password_file: str = setting("", "a path on the operator's machine", "the repository's encryption password, made here by the first "
+                                 "provision (0600) and copied to the VPS; recovery needs it: keep it in the agency's password manager",
+                                 _optional(_match(re.compile(r"^[^\0\n]{1,4096}$"), "must be a path")),
+                                 default_text="`~/.config/sum_tasks/<slug>.restic-password`")
+
+
 @dataclass(frozen=True)
 class Site:
     """One validated site: everything the tasks need to know, nothing remote."""
@@ -331,6 +350,7 @@ class Site:
     strict_pins: bool = setting(False, "true or false", "refuse git requirements that follow a branch", _bool)
     backups: Backups = setting(Backups(), "", "the site's database backups", lambda key, value: value)
     alerts: Alerts = setting(Alerts(), "", "where failures are reported", lambda key, value: value)
+    offsite: Offsite = setting(Offsite(), "", "copies of the backups off the host", lambda key, value: value)
     schedule: dict[str, Scheduled] = setting({}, "names mapping to `{command, when}`: a management command and a systemd "
                                              "`OnCalendar` expression", "management commands systemd runs on a schedule, in the live "
                                              "release as the app's user (see the runbook's Schedules)", _schedule)
@@ -413,6 +433,8 @@ def load_site(raw: Any) -> Site:
             raise ConfigError(f"redirects.{source}", f"must redirect to one of sum.domains ({', '.join(site.domains)})", target)
     if (site.acme_ca or site.acme_ca_root) and site.tls != "auto":
         raise ConfigError("acme_ca" if site.acme_ca else "acme_ca_root", f"only applies to tls: auto (tls is {site.tls})")
+    if site.offsite.target and not site.offsite.host_key:
+        raise ConfigError("offsite.host_key", "is required with offsite.target (`ssh-keyscan -t ed25519 <host>`, checked against its console)")
     if site.acme_ca_root and not site.acme_ca:
         raise ConfigError("acme_ca_root", "needs sum.acme_ca: it is the root of that server's own certificate")
     return site

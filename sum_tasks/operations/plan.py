@@ -12,6 +12,7 @@ from .backups import backup_ops
 from .base import Op
 from .caddy import caddy_ops
 from .firewall import firewall_ops
+from .offsite import offsite_ops
 from .packages import services_ops
 from .postgresql import postgresql_ops, role_refusal
 from .redis import site_redis_ops
@@ -25,7 +26,8 @@ def refusals(site: Site, facts: Facts) -> list[str]:
     return [reason for reason in (account_refusal(site, facts), role_refusal(site, facts)) if reason]
 
 
-def host_plan(site: Site, facts: Facts, project_dir: str = "", secret: Callable[[], str] = new_secret) -> list[Op]:
+def host_plan(site: Site, facts: Facts, project_dir: str = "", secret: Callable[[], str] = new_secret,
+              offsite_password: str = "") -> list[Op]:
     """Everything after the packages. The .env's generated secrets are registered so no output shows them."""
     env_text = site_env(site, facts, secret)
     values = envfile.parse(env_text)
@@ -44,5 +46,6 @@ def host_plan(site: Site, facts: Facts, project_dir: str = "", secret: Callable[
         *postgresql_ops(site, values["DJANGO_DB_PASSWORD"]),
         *unit_ops(site, project_dir),
         *backup_ops(site, project_dir),
+        *offsite_ops(site, offsite_password, project_dir),
         *caddy_ops(site, facts, project_dir),
     ]

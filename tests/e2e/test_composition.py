@@ -56,7 +56,7 @@ def test_example_fabric_yaml_sets_and_validates_every_setting():
     config = example_config()
     DEFAULTS = defaults()
     assert set(config["sum"]) == set(DEFAULTS), "examples/client/fabric.yaml must show every sum setting"
-    for key in ("backups", "hooks"):
+    for key in ("backups", "hooks", "alerts", "offsite"):
         assert set(config["sum"][key]) == set(DEFAULTS[key]), key
     site = load_site(config["sum"])
     assert site.hosts == ("vps",) and any(site.hooks.values())

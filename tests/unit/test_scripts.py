@@ -12,7 +12,7 @@ import pytest
 import sum_tasks.cli
 import sum_tasks.commands
 import sum_tasks.operations
-from sum_tasks.commands import backup, check, colours, envfile, facts, health, journal, lock, manage, releases, schedules, state
+from sum_tasks.commands import backup, check, colours, envfile, facts, health, journal, lock, manage, offsite, releases, schedules, state
 from sum_tasks.commands.facts import Facts
 from sum_tasks.commands.script import Script
 from sum_tasks.configuration import load_site
@@ -25,7 +25,9 @@ PLAIN = load_site(BASE)
 FULL = load_site({**BASE, "celery": True, "celery_beat": True, "ssh_hardening": True, "deploy_user_sudo": True, "tls": "internal",
                   "schedule": {"publish": {"command": "publish_scheduled", "when": "*:0/10"},
                                "sessions": {"command": "clearsessions --verbosity 0", "when": "daily"}},
-                  "authorized_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBm op@laptop"]})
+                  "authorized_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBm op@laptop"],
+                  "alerts": {"webhook": "https://hooks.example/T0", "success_url": "https://ping.example/x"},
+                  "offsite": {"target": "restic@backup.example:2222", "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHk"}})
 RELEASE = "/srv/sum/acme-kitchens/releases/20261126T195308Z-1f817658"
 ENTRY = {"sha": "1f8176581cedda8ce1a42675197bd2c16833c03d", "id": "20261126T195308Z-1f817658", "venv": "0123456789abcdef",
          "ref": "v1.2", "result": "good"}
@@ -46,6 +48,9 @@ SAMPLES = {
     "colours.live_socket_script": lambda s: [colours.live_socket_script(s)],
     "colours.identities_script": lambda s: [colours.identities_script(s)],
     "schedules.schedules_script": lambda s: [schedules.schedules_script(s)],
+    "offsite.copy_script": lambda s: [offsite.copy_script(s)] if s.offsite.target else [],
+    "offsite.snapshots_script": lambda s: [offsite.snapshots_script(s)] if s.offsite.target else [],
+    "offsite.public_key_script": lambda s: [offsite.public_key_script(s)] if s.offsite.target else [],
     "manage.manage_script": lambda s: [manage.manage_script(s, ["shell", "-c", "print('it''s')"])],
     "colours.celery_restart_script": lambda s: [colours.celery_restart_script(s)] if s.celery else [],
     "envfile.hook_script": lambda s: [envfile.hook_script(s, RELEASE, "before_migrate", "./manage.py check --deploy")],
@@ -134,3 +139,13 @@ def test_every_root_command_a_task_sends_is_in_sudoers():
                     command = part.split(" 2>", 1)[0].split(";", 1)[0].split(" &&", 1)[0].split(" ||", 1)[0].split("}", 1)[0].strip()
                     if command.startswith("/usr/bin/systemctl"):
                         assert command in allowed, f"{name}: {command}"
+
+
+@pytest.mark.parametrize("name", ["alert.sh.j2", "offsite.sh.j2"])  # backup.sh.j2: through backup.db_script above
+def test_shell_templates_pass_shellcheck(name):
+    from sum_tasks.commands import templating
+    from sum_tasks.commands.offsite import login
+
+    text = templating.render(name, {"site": FULL, "script": FULL.paths.backup_script, "login": login(FULL)[0], "port": login(FULL)[1]})
+    script = Script(name, text, shell="bash" if text.startswith("#!/bin/bash") else "sh")
+    assert shellcheck(script) == "", f"{text}\n{shellcheck(script)}"

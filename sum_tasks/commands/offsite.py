@@ -1,0 +1,90 @@
+"""The off-site copy's commands and what they print: the status line the copy leaves, and restic's snapshot list."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from ..configuration import Site
+from ..configuration.hostmap import systemctl
+from .script import Script, q
+
+# The backup machine's side: the one thing this site's key may run there.
+FORCED_COMMAND = "rclone serve restic --stdio --append-only {path}"
+TARGET_ROOT = "/srv/restic"
+
+
+def login(site: Site) -> tuple[str, int]:
+    """``user@host`` and the port of `sum.offsite.target`."""
+    target, _, port = site.offsite.target.partition(":")
+    return target, int(port or 22)
+
+
+def known_hosts_line(site: Site) -> str:
+    host, port = login(site)[0].split("@", 1)[1], login(site)[1]
+    return f"{host if port == 22 else f'[{host}]:{port}'} {site.offsite.host_key}\n"
+
+
+def authorized_keys_line(site: Site, public_key: str) -> str:
+    """The line for the backup machine's ``authorized_keys``: this site's key, forced into its own append-only repository."""
+    command = FORCED_COMMAND.format(path=f"{TARGET_ROOT}/{site.site_slug}")
+    return f'restrict,command="{command}" {public_key.strip()}\n'
+
+
+def copy_script(site: Site) -> Script:
+    """Start the off-site copy (the deploy user's sudo rule), then print the status line it left."""
+    return Script("off-site copy", f"{systemctl('start', site.paths.offsite_service)} && cat {q(site.paths.offsite_status)}")
+
+
+def snapshots_script(site: Site) -> Script:
+    return Script("list off-site snapshots", f"{q(site.paths.offsite_script)} snapshots")
+
+
+def public_key_script(site: Site) -> Script:
+    return Script("read the site's off-site key", f"cat {q(site.paths.offsite_key)}.pub")
+
+
+@dataclass(frozen=True)
+class Status:
+    """The last good off-site copy, from the status line (``OFFSITE at=... snapshot=... dump=...``)."""
+
+    at: int
+    snapshot: str
+    dump: str
+    fields: dict[str, str]
+
+    def describe(self, now: int) -> str:
+        added = int(self.fields.get("data_added", "0") or 0)
+        return (f"snapshot {self.snapshot[:8]} of {self.dump}, {format_age(now - self.at)} old; "
+                f"{added / 1e6:.1f} MB new, {self.fields.get('seconds', '?')}s")
+
+
+def parse_status(text: str) -> Status | None:
+    line = next((line for line in text.splitlines() if line.startswith("OFFSITE ")), "")
+    fields = dict(part.split("=", 1) for part in line.split()[1:] if "=" in part)
+    if not fields.get("at", "").isdigit() or not fields.get("snapshot"):
+        return None
+    return Status(int(fields["at"]), fields["snapshot"], fields.get("dump", ""), fields)
+
+
+def format_age(seconds: int) -> str:
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{max(seconds, 0) // 60}m"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    id: str
+    time: str
+    dump: str
+    paths: tuple[str, ...]
+
+
+def parse_snapshots(text: str) -> list[Snapshot]:
+    """restic's ``snapshots --json``, newest first."""
+    snapshots = []
+    for entry in json.loads(text or "[]") or []:
+        dump = next((t.split("=", 1)[1] for t in entry.get("tags", []) if t.startswith("dump=")), "")
+        when = datetime.fromisoformat(entry["time"][:19]).replace(tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        snapshots.append(Snapshot(entry["id"], when, dump, tuple(entry.get("paths", []))))
+    return sorted(snapshots, key=lambda s: s.time, reverse=True)

@@ -1,0 +1,34 @@
+"""Off-site copies: restic, the site's SSH key for the backup machine, its host key, the password, the script and unit."""
+
+from __future__ import annotations
+
+from ..commands.offsite import known_hosts_line, login
+from ..commands.script import q
+from ..commands.templating import render
+from ..configuration import Site
+from .base import Op, absent_op, file_op
+from .packages import APT
+from .units import DAEMON_RELOAD
+
+
+def offsite_ops(site: Site, password: str, project_dir: str = "") -> list[Op]:
+    """With `sum.offsite.target`, everything the copy needs; without, none of it (the operator keeps the password)."""
+    paths, user = site.paths, site.deploy_user
+    key = paths.offsite_key
+    if not site.offsite.target:
+        return [absent_op("no off-site copy", [paths.offsite_script, paths.unit_file(paths.offsite_service), paths.restic_password,
+                                               paths.offsite_known_hosts, key, f"{key}.pub"], then=DAEMON_RELOAD)]
+    target, port = login(site)
+    ctx = {"site": site, "login": target, "port": port}
+    return [
+        Op("restic installed", "command -v restic >/dev/null", f"{APT} install restic || {{ {APT} update && {APT} install restic; }}"),
+        Op(
+            "off-site ssh key", f'[ "$(stat -c "%a %U %G" {q(key)} 2>/dev/null)" = "640 root {user}" ] && [ -s {q(key + ".pub")} ]',
+            f"[ -s {q(key)} ] || ssh-keygen -q -t ed25519 -N '' -C {q(f'sum-{site.site_slug} off-site')} -f {q(key)}\n"
+            f"chown root:{q(user)} {q(key)} && chmod 640 {q(key)}",
+        ),
+        file_op("off-site host key", paths.offsite_known_hosts, known_hosts_line(site)),
+        file_op("off-site password", paths.restic_password, password, 0o640, group=user),
+        file_op("off-site script", paths.offsite_script, render("offsite.sh.j2", ctx, project_dir), 0o755),
+        file_op("off-site unit", paths.unit_file(paths.offsite_service), render("offsite.service.j2", ctx, project_dir), then=DAEMON_RELOAD),
+    ]
