@@ -1,0 +1,105 @@
+"""`sum.offsite`: the newest verified dump and media/ go, encrypted, into an append-only restic repository on a second
+host reached over SSH (`rclone serve restic --stdio --append-only` forced by `authorized_keys`, set up as the runbook
+says). The VPS can add snapshots and never delete them; the backup machine sees no plaintext; the operator's password
+file alone restores the data there."""
+
+import re
+import time
+
+import pytest
+from e2e_support import as_app, live_colour, site_config
+from site_repo import build_site_repo
+
+from sum_tasks.testing.client import make_client
+
+pytestmark = pytest.mark.e2e
+
+MARKER = "plain-media-marker-5f1c"
+SAMPLER = ("nohup sh -c 'while :; do cat /proc/[0-9]*/cmdline 2>/dev/null | tr \"\\0\" \" \"; echo; sleep 0.02; done' "
+           ">/root/argv.log 2>&1 & echo $! > /root/sampler.pid")
+
+
+def status_field(line: str, name: str) -> str:
+    return re.search(rf"\b{name}=(\S*)", line).group(1)
+
+
+def test_offsite_copies_are_encrypted_append_only_and_restorable(host_factory, tmp_path):
+    site, backup = host_factory.many({"suite": "bookworm"}, {"suite": "bookworm"})
+    # The backup machine, as the runbook sets it up: rclone and restic, one user, one directory per site.
+    backup.ssh("apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q rclone restic >/dev/null", timeout=600)
+    backup.ssh("useradd -m -s /bin/sh restic && install -d -o restic -g restic -m 0700 /srv/restic ~restic/.ssh")
+    host_key = " ".join(backup.ssh("cat /etc/ssh/ssh_host_ed25519_key.pub").stdout.split()[:2])
+    password_file = tmp_path / "secrets" / "acme.restic-password"
+
+    build_site_repo(tmp_path / "site")
+    client = make_client(tmp_path / "site", site_config(site, offsite={"target": f"restic@{backup.ip}", "host_key": host_key,
+                                                                       "password_file": str(password_file)}), {"vps": (site, "root")})
+    client.fab("provision")
+    password = password_file.read_text()
+    assert len(password) >= 32 and oct(password_file.stat().st_mode & 0o777) == "0o600"
+    assert site.ssh("stat -c '%a %U %G' /etc/sum/sum-acme-restic.password /etc/sum/sum-acme-offsite.key").stdout.split() == \
+        ["640", "root", "deploy"] * 2
+    line = client.fab("-H", "deploy@vps", "offsite.key").stdout.strip().splitlines()[-1]
+    assert line.startswith('restrict,command="rclone serve restic --stdio --append-only /srv/restic/acme" ssh-ed25519 '), line
+    backup.ssh(f"echo '{line}' > ~restic/.ssh/authorized_keys && chown restic:restic ~restic/.ssh/authorized_keys")
+
+    client.fab("-H", "deploy@vps", "release", "--ref", "v1")
+    site.ssh(f"cd /srv/sum/acme/media && runuser -u sum-acme -- sh -c 'echo {MARKER} > note.txt; mkdir -p photos; "
+             "for i in $(seq 100); do head -c 100000 /dev/urandom > photos/$i.bin; done'")
+    client.fab("-H", "deploy@vps", "db.backup")
+    site.ssh(SAMPLER)
+    first = client.fab("-H", "deploy@vps", "offsite.copy").stdout
+    status = site.ssh("cat /srv/sum/acme/backups/.offsite").stdout
+    first_added = int(status_field(status, "data_added"))
+    assert first_added > 9_000_000 and "snapshot " in first, (status, first)
+
+    # The backup machine holds only ciphertext: neither the media marker nor a readable dump.
+    assert backup.ssh(f"grep -rl {MARKER} /srv/restic", check=False).stdout == ""
+    assert backup.ssh("find /srv/restic/acme -name '*.sql.gz' | wc -l").stdout.strip() == "0"
+
+    # 1% of the media changes: the second copy sends about that much, not the whole tree.
+    site.ssh("cd /srv/sum/acme/media && runuser -u sum-acme -- sh -c 'head -c 100000 /dev/urandom > photos/1.bin'")
+    client.fab("-H", "deploy@vps", "offsite.copy")
+    second_added = int(status_field(site.ssh("cat /srv/sum/acme/backups/.offsite").stdout, "data_added"))
+    print(f"off-site copy: first {first_added} bytes added, second (1% of media changed) {second_added}")
+    assert second_added < first_added / 20, (first_added, second_added)
+
+    # The nightly backup starts the copy after it succeeds.
+    before = site.ssh("cat /srv/sum/acme/backups/.offsite").stdout
+    site.ssh("systemctl start sum-acme-backup.service")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and site.ssh("cat /srv/sum/acme/backups/.offsite").stdout == before:
+        time.sleep(1)
+    listing = client.fab("-H", "deploy@vps", "offsite.snapshots").stdout
+    assert "3 snapshots" in listing, listing
+
+    # Append-only: with the VPS's own key and password, forgetting a snapshot fails and every snapshot stays;
+    # a shell command through that key runs nothing but the forced rclone.
+    snapshot = status_field(site.ssh("cat /srv/sum/acme/backups/.offsite").stdout, "snapshot")
+    forget = site.ssh(
+        "cd /srv/sum/acme && runuser -u deploy -- env RESTIC_REPOSITORY=rclone: RESTIC_PASSWORD_FILE=/etc/sum/sum-acme-restic.password "
+        "restic --no-cache -o rclone.program=\"ssh -F none -i /etc/sum/sum-acme-offsite.key -o IdentitiesOnly=yes -o BatchMode=yes "
+        f"-o UserKnownHostsFile=/etc/sum/sum-acme-offsite.known_hosts restic@{backup.ip}\" forget {snapshot}", check=False)
+    assert forget.returncode != 0, forget.stdout
+    site.ssh(f"runuser -u deploy -- ssh -F none -i /etc/sum/sum-acme-offsite.key -o IdentitiesOnly=yes -o BatchMode=yes "
+             f"-o UserKnownHostsFile=/etc/sum/sum-acme-offsite.known_hosts restic@{backup.ip} 'rm -rf /srv/restic/acme' </dev/null",
+             check=False)
+    assert "3 snapshots" in client.fab("-H", "deploy@vps", "offsite.snapshots").stdout
+
+    # The app reads neither the password nor the key; nothing printed or logged holds the password.
+    for path in ("/etc/sum/sum-acme-restic.password", "/etc/sum/sum-acme-offsite.key"):
+        assert as_app(site, f"sum-acme-gunicorn@{live_colour(site)}.service", f"cat {path}").returncode != 0, path
+    site.ssh("kill $(cat /root/sampler.pid)")
+    assert password not in site.ssh("cat /root/argv.log").stdout
+    assert password not in site.ssh("journalctl -o cat --no-pager").stdout and password not in first
+    checks = client.fab("check").stdout
+    assert re.search(r"^  ok\s+off-site\s+snapshot \w{8} of acme_db_", checks, re.MULTILINE), checks
+
+    # The operator's password file and the repository are enough: restore on the backup machine and compare.
+    backup.ssh(f"cat > /root/pw <<'EOF'\n{password}\nEOF")
+    backup.ssh("restic --no-cache -r /srv/restic/acme --password-file /root/pw restore latest --target /root/r >/dev/null")
+    want = site.ssh("cd /srv/sum/acme/media && find . -type f | sort | xargs sha256sum").stdout
+    got = backup.ssh("cd /root/r/srv/sum/acme/media && find . -type f | sort | xargs sha256sum").stdout
+    assert want == got and MARKER in backup.ssh("cat /root/r/srv/sum/acme/media/note.txt").stdout
+    dump = status_field(site.ssh("cat /srv/sum/acme/backups/.offsite").stdout, "dump")
+    assert backup.ssh(f"cd /root/r/srv/sum/acme/backups && sha256sum -c {dump}.sha256").returncode == 0
