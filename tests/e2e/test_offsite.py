@@ -103,3 +103,6 @@ def test_offsite_copies_are_encrypted_append_only_and_restorable(host_factory, t
     assert want == got and MARKER in backup.ssh("cat /root/r/srv/sum/acme/media/note.txt").stdout
     dump = status_field(site.ssh("cat /srv/sum/acme/backups/.offsite").stdout, "dump")
     assert backup.ssh(f"cd /root/r/srv/sum/acme/backups && sha256sum -c {dump}.sha256").returncode == 0
+    # The release ledger travels with it: recovery knows which release was live.
+    ledger = site.ssh("cat /srv/sum/acme/releases.jsonl").stdout
+    assert ledger and backup.ssh("cat /root/r/srv/sum/acme/releases.jsonl").stdout == ledger
