@@ -99,10 +99,10 @@ def test_offsite_copies_are_encrypted_append_only_and_restorable(host_factory, t
     backup.ssh(f"cat > /root/pw <<'EOF'\n{password}\nEOF")
     backup.ssh("restic --no-cache -r /srv/restic/acme --password-file /root/pw restore latest --target /root/r >/dev/null")
     want = site.ssh("cd /srv/sum/acme/media && find . -type f | sort | xargs sha256sum").stdout
-    got = backup.ssh("cd /root/r/srv/sum/acme/media && find . -type f | sort | xargs sha256sum").stdout
-    assert want == got and MARKER in backup.ssh("cat /root/r/srv/sum/acme/media/note.txt").stdout
+    got = backup.ssh("cd /root/r/media && find . -type f | sort | xargs sha256sum").stdout
+    assert want == got and MARKER in backup.ssh("cat /root/r/media/note.txt").stdout
     dump = status_field(site.ssh("cat /srv/sum/acme/backups/.offsite").stdout, "dump")
-    assert backup.ssh(f"cd /root/r/srv/sum/acme/backups && sha256sum -c {dump}.sha256").returncode == 0
+    assert backup.ssh(f"cd /root/r/backups && sha256sum -c {dump}.sha256").returncode == 0
     # The release ledger travels with it: recovery knows which release was live.
     ledger = site.ssh("cat /srv/sum/acme/releases.jsonl").stdout
-    assert ledger and backup.ssh("cat /root/r/srv/sum/acme/releases.jsonl").stdout == ledger
+    assert ledger and backup.ssh("cat /root/r/releases.jsonl").stdout == ledger
