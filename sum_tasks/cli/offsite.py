@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import time
 from pathlib import Path
 
 from invoke import Collection, Context, task
+from invoke.exceptions import Exit
 
 from ..commands import offsite
 from ..commands.credentials import add_secret
@@ -15,6 +17,11 @@ from ..configuration import Site
 from ..host.output import Report, StepError
 from ..host.runner import host_label, run
 from ..host.targets import targets
+from .db import restore_site
+from .lock import site_lock
+from .release import do_release, local_repo
+
+SNAPSHOT_RE = re.compile(r"latest|[0-9a-f]{8,64}")
 
 
 def password_path(site: Site) -> Path:
@@ -76,6 +83,38 @@ def snapshots(c: Context) -> None:
         report.summary()
 
 
+@task(auto_shortflags=False, help={
+    "snapshot": "the snapshot to bring back (an id from `fab offsite.snapshots`); default: the latest",
+    "source": "where the release's code comes from: auto, local or server (as for `release`)",
+    "i_know_this_will_overwrite": "required: the site's database, media and live release are replaced by the snapshot's",
+})
+def recover(c: Context, snapshot: str = "latest", source: str = "auto", i_know_this_will_overwrite: bool = False) -> None:
+    """Bring the site back from the off-site repository onto this (freshly provisioned) host: the snapshot's media, the
+    release that was live when it was taken, then its database, health-gated like a release."""
+    if not i_know_this_will_overwrite:
+        raise Exit("offsite.recover replaces the site's database, media and release: add --i-know-this-will-overwrite", code=2)
+    if not SNAPSHOT_RE.fullmatch(snapshot):
+        raise Exit(f"--snapshot must be `latest` or a snapshot id (hex), got {snapshot!r}", code=2)
+    for conn, site in targets(c, destructive=True):
+        report = Report(f"offsite.recover {snapshot}", host_label(conn))
+        began = time.monotonic()
+        with site_lock(conn, site, "offsite.recover"), \
+                report.step(f"restore snapshot {snapshot}: media into place, the dump into backups/") as step:
+            _require(site)
+            result = run(conn, offsite.restore_script(site, snapshot), check=False, timeout=3600)
+            dump, live = offsite.parse_restored(result.stdout)
+            if not result.ok or not dump:
+                raise StepError(f"the restore failed (exit {result.exited}): {result.stderr.strip()[-300:]}",
+                                "see `fab offsite.snapshots`; the database and the live release are untouched")
+            if live is None:
+                raise StepError("the snapshot's release ledger names no good release", "release by hand, then `fab db.restore --file "
+                                f"{dump} --i-know-this-will-overwrite`")
+            step.changed(f"{dump}; live then: {live.get('ref', '?')} at {live['sha'][:12]}")
+        do_release(conn, site, live["sha"], source, False, local_repo(c))
+        restore_site(conn, site, report, dump)
+        report.summary(f"recovered {dump} and {live['sha'][:12]} in {time.monotonic() - began:.1f}s")
+
+
 @task
 def key(c: Context) -> None:
     """Print the backup machine's `authorized_keys` line for this site (its key, forced into an append-only repository)."""
@@ -85,4 +124,4 @@ def key(c: Context) -> None:
         print(offsite.authorized_keys_line(site, public), end="")
 
 
-offsite_collection = Collection("offsite", copy, snapshots, key)
+offsite_collection = Collection("offsite", copy, snapshots, recover, key)

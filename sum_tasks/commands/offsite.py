@@ -41,6 +41,28 @@ def snapshots_script(site: Site) -> Script:
     return Script("list off-site snapshots", f"{q(site.paths.offsite_script)} snapshots")
 
 
+def restore_script(site: Site, snapshot: str) -> Script:
+    """Restore `snapshot` into recovery/ (its dump straight into backups/), then copy its media into media/ as the app."""
+    return Script(f"restore snapshot {snapshot}", f"{q(site.paths.offsite_script)} restore {q(snapshot)} && "
+                  f"{systemctl('start', site.paths.media_restore)}")
+
+
+def parse_restored(text: str) -> tuple[str, dict | None]:
+    """The dump the restore put in backups/, and the release that was live when the snapshot was taken (the ledger's
+    last good record), from the restore script's output."""
+    head, _, ledger = text.partition("@@ledger")
+    dump = next((line.split("=", 1)[1] for line in head.splitlines() if line.startswith("RESTORED dump=")), "")
+    live = None
+    for line in ledger.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("result") == "good" and record.get("sha"):
+            live = record
+    return dump, live
+
+
 def public_key_script(site: Site) -> Script:
     return Script("read the site's off-site key", f"cat {q(site.paths.offsite_key)}.pub")
 

@@ -68,6 +68,7 @@ dir   {static}       0755  {user}:{user}  collectstatic's output, served by Cadd
 dir   {media}        2750  {app}:{web}    uploads: the app writes, Caddy reads (new files take the group), through a nosymfollow bind mount
 dir   {releases}     0750  {user}:{app}   `<UTC>Z-<sha8>/`: one commit's files, `.venv` link, `.release.env`
 dir   {venvs}        0750  {user}:{app}   `<hash>/`: one venv per interpreter and requirements.txt
+dir   {recovery}     2750  {user}:{app}   `offsite.recover` restores a snapshot here; the app's group reads it (the media it copies into media/)
 dir   {colours}      0750  {user}:{app}   `<colour>` links to the release each colour runs, `<colour>.env` the .env hash it started with
 file  {env}          0600  {user}:{user}  the site's secrets and settings; systemd reads it for the app
 link  {current}      0777  {user}:{user}  link to the live release
@@ -127,6 +128,7 @@ class HostMap:
         self.releases = f"{self.root}/releases"
         self.venvs = f"{self.root}/venvs"
         self.colours = f"{self.root}/colours"
+        self.recovery = f"{self.root}/recovery"
         self.current = f"{self.root}/current"
         self.live_socket = f"{self.root}/live.sock"  # Caddy proxies here: a link to the live colour's socket
         self.records = f"{self.root}/releases.jsonl"
@@ -152,6 +154,7 @@ class HostMap:
         self.offsite_script = f"/usr/local/bin/{self.unit_prefix}-offsite"
         self.offsite_status = f"{self.backups}/.offsite"
         self.offsite_service = f"{self.unit_prefix}-offsite.service"
+        self.media_restore = f"{self.unit_prefix}-media-restore.service"
         self.alert_conf = f"{ETC}/{self.unit_prefix}-alert.curl"
         self.alert_script = f"/usr/local/bin/{self.unit_prefix}-alert"
         self.ping_conf = f"{ETC}/{self.unit_prefix}-ping.curl"
@@ -218,7 +221,7 @@ class HostMap:
         """Every path of the site with its owner, group and mode (`TABLE`); directories first, in the order provision makes them."""
         names = {**vars(self), "srv": SRV, "etc": ETC, "web": WEB_GROUP, "user": self.site.deploy_user, "app": self.app_user}
         units = [self.gunicorn_template, self.celery, self.celery_beat, self.redis, self.media_mount, self.backup_service, self.backup_timer,
-                 self.scratch_create, self.scratch_drop, self.standby_service, self.standby_timer, self.alert_template, self.offsite_service, *(u for name in self.site.schedule for u in self.schedule(name))]
+                 self.scratch_create, self.scratch_drop, self.standby_service, self.standby_timer, self.alert_template, self.offsite_service, self.media_restore, *(u for name in self.site.schedule for u in self.schedule(name))]
         rows = [line.split(None, 4) for line in TABLE.strip().splitlines()]
         rows += [["file", self.unit_file(u), "0644", "root:root", "systemd unit"] for u in units]
         return [Entry(kind, path.format(**names), int(mode, 8), *owner.format(**names).split(":"), what)
@@ -234,7 +237,7 @@ class HostMap:
         """(verb, unit): everything the deploy user may run as root. Nothing else, no wildcard."""
         rules = [(verb, self.colour(c).unit) for c in COLOURS for verb in COLOUR_VERBS]
         rules += [(verb, unit) for unit in self.celery_units() for verb in CELERY_VERBS]
-        starts = [self.backup_service, self.scratch_create, self.scratch_drop] + ([self.offsite_service] if self.site.offsite.target else [])
+        starts = [self.backup_service, self.scratch_create, self.scratch_drop] + ([self.offsite_service, self.media_restore] if self.site.offsite.target else [])
         return rules + [("start", unit) for unit in starts]
 
     def sudo_commands(self) -> list[str]:

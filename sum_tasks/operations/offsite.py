@@ -16,7 +16,8 @@ def offsite_ops(site: Site, password: str, project_dir: str = "") -> list[Op]:
     paths, user = site.paths, site.deploy_user
     key = paths.offsite_key
     if not site.offsite.target:
-        return [absent_op("no off-site copy", [paths.offsite_script, paths.unit_file(paths.offsite_service), paths.restic_password,
+        return [absent_op("no off-site copy", [paths.offsite_script, paths.unit_file(paths.offsite_service),
+                                               paths.unit_file(paths.media_restore), paths.restic_password,
                                                paths.offsite_known_hosts, key, f"{key}.pub"], then=DAEMON_RELOAD)]
     target, port = login(site)
     ctx = {"site": site, "login": target, "port": port}
@@ -31,4 +32,6 @@ def offsite_ops(site: Site, password: str, project_dir: str = "") -> list[Op]:
         file_op("off-site password", paths.restic_password, password, 0o640, group=user),
         file_op("off-site script", paths.offsite_script, render("offsite.sh.j2", ctx, project_dir), 0o755),
         file_op("off-site unit", paths.unit_file(paths.offsite_service), render("offsite.service.j2", ctx, project_dir), then=DAEMON_RELOAD),
+        file_op("media recovery unit", paths.unit_file(paths.media_restore), render("media-restore.service.j2", ctx, project_dir),
+                then=DAEMON_RELOAD),
     ]

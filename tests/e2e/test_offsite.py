@@ -4,6 +4,7 @@ says). The VPS can add snapshots and never delete them; the backup machine sees 
 file alone restores the data there."""
 
 import re
+import shlex
 import time
 
 import pytest
@@ -15,6 +16,9 @@ from sum_tasks.testing.client import make_client
 pytestmark = pytest.mark.e2e
 
 MARKER = "plain-media-marker-5f1c"
+NOTES = "INSERT INTO notes_note (title, body, created_at) SELECT 'note ' || g, md5(g::text), '2026-01-01' FROM generate_series(1, 500) g"
+FINGERPRINT = "runuser -u postgres -- psql -d acme -tAc \"SELECT count(*) || ' ' || md5(string_agg(n::text, ',' ORDER BY n.id)) FROM notes_note n\""
+MEDIA = "cd /srv/sum/acme/media && find . -type f | sort | xargs sha256sum && find . -printf '%y %u %g %m %p\\n' | sort"
 SAMPLER = ("nohup sh -c 'while :; do cat /proc/[0-9]*/cmdline 2>/dev/null | tr \"\\0\" \" \"; echo; sleep 0.02; done' "
            ">/root/argv.log 2>&1 & echo $! > /root/sampler.pid")
 
@@ -46,6 +50,7 @@ def test_offsite_copies_are_encrypted_append_only_and_restorable(host_factory, t
     client.fab("-H", "deploy@vps", "release", "--ref", "v1")
     site.ssh(f"cd /srv/sum/acme/media && runuser -u sum-acme -- sh -c 'echo {MARKER} > note.txt; mkdir -p photos; "
              "for i in $(seq 100); do head -c 100000 /dev/urandom > photos/$i.bin; done'")
+    site.ssh(f"runuser -u postgres -- psql -q -d acme -c {shlex.quote(NOTES)}")
     client.fab("-H", "deploy@vps", "db.backup")
     site.ssh(SAMPLER)
     first = client.fab("-H", "deploy@vps", "offsite.copy").stdout
@@ -106,3 +111,22 @@ def test_offsite_copies_are_encrypted_append_only_and_restorable(host_factory, t
     # The release ledger travels with it: recovery knows which release was live.
     ledger = site.ssh("cat /srv/sum/acme/releases.jsonl").stdout
     assert ledger and backup.ssh("cat /root/r/releases.jsonl").stdout == ledger
+
+    # The VPS is gone. A bare new host, provision, one command: the release that was live, the media and the database.
+    notes, media = site.ssh(FINGERPRINT).stdout, site.ssh(MEDIA).stdout
+    live_sha = site.ssh("sed -n 's/^GIT_SHA=//p' /srv/sum/acme/current/.release.env").stdout.strip()
+    site.shutdown()
+    new = host_factory(suite="bookworm")
+    client = make_client(tmp_path / "site", site_config(new, offsite={"target": f"restic@{backup.ip}", "host_key": host_key,
+                                                                      "password_file": str(password_file)}), {"vps": (new, "root")})
+    client.fab("provision")
+    line = client.fab("-H", "deploy@vps", "offsite.key").stdout.strip().splitlines()[-1]
+    backup.ssh(f"echo '{line}' >> ~restic/.ssh/authorized_keys")
+    started = time.monotonic()
+    out = client.fab("-H", "deploy@vps", "offsite.recover", "--i-know-this-will-overwrite").stdout
+    print(f"recovery onto a provisioned host took {time.monotonic() - started:.1f}s")
+    assert new.ssh("sed -n 's/^GIT_SHA=//p' /srv/sum/acme/current/.release.env").stdout.strip() == live_sha, out
+    assert new.ssh(FINGERPRINT).stdout == notes and notes.startswith("500 ")
+    assert new.ssh(MEDIA).stdout == media, (media, new.ssh(MEDIA).stdout)  # bytes, and owner, group and mode
+    assert MARKER in new.ssh("curl -sk --resolve acme.test:443:127.0.0.1 https://acme.test/media/note.txt").stdout
+    assert client.fab("check").returncode == 0

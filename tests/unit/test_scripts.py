@@ -50,6 +50,7 @@ SAMPLES = {
     "schedules.schedules_script": lambda s: [schedules.schedules_script(s)],
     "offsite.copy_script": lambda s: [offsite.copy_script(s)] if s.offsite.target else [],
     "offsite.snapshots_script": lambda s: [offsite.snapshots_script(s)] if s.offsite.target else [],
+    "offsite.restore_script": lambda s: [offsite.restore_script(s, "latest")] if s.offsite.target else [],
     "offsite.public_key_script": lambda s: [offsite.public_key_script(s)] if s.offsite.target else [],
     "manage.manage_script": lambda s: [manage.manage_script(s, ["shell", "-c", "print('it''s')"])],
     "colours.celery_restart_script": lambda s: [colours.celery_restart_script(s)] if s.celery else [],

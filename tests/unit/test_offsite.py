@@ -1,0 +1,48 @@
+"""The off-site copy's parsers and settings, with the data the host prints."""
+
+import json
+
+import pytest
+
+from sum_tasks.commands import offsite
+from sum_tasks.configuration import ConfigError, load_site
+
+GOOD = {"site_slug": "acme", "domains": ["acme.example"], "project_module": "acme",
+        "offsite": {"target": "restic@backup.example:2222", "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHk"}}
+
+
+def test_target_host_key_and_forced_command():
+    site = load_site(GOOD)
+    assert offsite.login(site) == ("restic@backup.example", 2222)
+    assert offsite.known_hosts_line(site) == "[backup.example]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHk\n"
+    line = offsite.authorized_keys_line(site, "ssh-ed25519 AAAAkey sum-acme off-site\n")
+    assert line == 'restrict,command="rclone serve restic --stdio --append-only /srv/restic/acme" ssh-ed25519 AAAAkey sum-acme off-site\n'
+    with pytest.raises(ConfigError, match="offsite.host_key"):
+        load_site({**GOOD, "offsite": {"target": "restic@backup.example"}})
+    with pytest.raises(ConfigError, match="offsite.target"):
+        load_site({**GOOD, "offsite": {"target": "backup.example; rm -rf /", "host_key": GOOD["offsite"]["host_key"]}})
+
+
+def test_status_line_and_snapshots():
+    status = offsite.parse_status("OFFSITE at=1000 snapshot=d62263a1ff dump=acme_db_20261201T235642Z.sql.gz files_new=101 "
+                                  "files_changed=0 data_added=10039451 seconds=1\n")
+    assert status.snapshot == "d62263a1ff" and status.dump == "acme_db_20261201T235642Z.sql.gz"
+    assert status.describe(1000 + 7200) == "snapshot d62263a1 of acme_db_20261201T235642Z.sql.gz, 2h00m old; 10.0 MB new, 1s"
+    assert offsite.parse_status("") is None and offsite.parse_status("OFFSITE at=x snapshot=") is None
+    listed = offsite.parse_snapshots(json.dumps([
+        {"time": "2026-12-01T23:56:43.1Z", "id": "aa" * 32, "tags": ["sum", "dump=acme_db_1.sql.gz"], "paths": ["/srv/sum/acme/media"]},
+        {"time": "2026-12-02T01:00:00.5Z", "id": "bb" * 32, "tags": ["sum", "dump=acme_db_2.sql.gz"], "paths": []},
+    ]))
+    assert [(s.id[:2], s.dump, s.time) for s in listed] == [("bb", "acme_db_2.sql.gz", "2026-12-02 01:00:00Z"),
+                                                           ("aa", "acme_db_1.sql.gz", "2026-12-01 23:56:43Z")]
+
+
+def test_restored_dump_and_the_release_live_then():
+    ledger = "\n".join(json.dumps(r) for r in (
+        {"id": "r1", "sha": "1" * 40, "ref": "v1", "result": "good"},
+        {"id": "r2", "sha": "2" * 40, "ref": "v2", "result": "good"},
+        {"id": "r3", "sha": "3" * 40, "ref": "bad", "result": "failed: migrate"},
+    ))
+    dump, live = offsite.parse_restored(f"RESTORED dump=acme_db_x.sql.gz\n@@ledger\n{ledger}\nnot json\n")
+    assert dump == "acme_db_x.sql.gz" and live["ref"] == "v2"
+    assert offsite.parse_restored("RESTORED dump=a.sql.gz\n@@ledger\n") == ("a.sql.gz", None)
