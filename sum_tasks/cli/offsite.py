@@ -6,8 +6,10 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+from fabric import Connection
 from invoke import Collection, Context, task
 from invoke.exceptions import Exit
 
@@ -49,18 +51,20 @@ def operator_password(site: Site, create: bool = True) -> str:
     return password
 
 
-def _require(site: Site) -> None:
-    if not site.offsite.target:
-        raise StepError("sum.offsite.target is not set: there is no off-site copy for this site", "see the runbook's Off-site copies")
+def offsite_targets(c: Context, task_name: str, destructive: bool = False) -> Iterator[tuple[Connection, Site, Report]]:
+    """The hosts and sites `targets` gives, each with its report; refused before connecting when the site has no off-site copy."""
+    for conn, site in targets(c, destructive=destructive):
+        if not site.offsite.target:
+            raise Exit(f"{task_name}: sum.offsite.target is not set, so this site has no off-site copy (see the runbook's Off-site copies)",
+                       code=2)
+        yield conn, site, Report(task_name, host_label(conn))
 
 
 @task
 def copy(c: Context) -> None:
     """Copy the newest verified backup and media/ off the host now (what runs after each good nightly backup)."""
-    for conn, site in targets(c):
-        report = Report("offsite.copy", host_label(conn))
+    for conn, site, report in offsite_targets(c, "offsite.copy"):
         with report.step("off-site copy of the newest verified backup and media") as step:
-            _require(site)
             result = run(conn, offsite.copy_script(site), check=False)
             status = offsite.parse_status(result.stdout)
             if not result.ok or status is None:
@@ -72,10 +76,8 @@ def copy(c: Context) -> None:
 @task
 def snapshots(c: Context) -> None:
     """List this site's snapshots in the off-site repository, newest first."""
-    for conn, site in targets(c):
-        report = Report("offsite.snapshots", host_label(conn))
+    for conn, site, report in offsite_targets(c, "offsite.snapshots"):
         with report.step("read the off-site repository") as step:
-            _require(site)
             found = offsite.parse_snapshots(run(conn, offsite.snapshots_script(site), hint="see `fab logs --service offsite`").stdout)
             step.note(f"{len(found)} snapshots")
         for snap in found:
@@ -95,12 +97,10 @@ def recover(c: Context, snapshot: str = "latest", source: str = "auto", i_know_t
         raise Exit("offsite.recover replaces the site's database, media and release: add --i-know-this-will-overwrite", code=2)
     if not SNAPSHOT_RE.fullmatch(snapshot):
         raise Exit(f"--snapshot must be `latest` or a snapshot id (hex), got {snapshot!r}", code=2)
-    for conn, site in targets(c, destructive=True):
-        report = Report(f"offsite.recover {snapshot}", host_label(conn))
+    for conn, site, report in offsite_targets(c, f"offsite.recover {snapshot}", destructive=True):
         began = time.monotonic()
         with site_lock(conn, site, "offsite.recover"), \
                 report.step(f"restore snapshot {snapshot}: media into place, the dump into backups/") as step:
-            _require(site)
             result = run(conn, offsite.restore_script(site, snapshot), check=False, timeout=3600)
             dump, live = offsite.parse_restored(result.stdout)
             if not result.ok or not dump:
@@ -118,8 +118,7 @@ def recover(c: Context, snapshot: str = "latest", source: str = "auto", i_know_t
 @task
 def key(c: Context) -> None:
     """Print the backup machine's `authorized_keys` line for this site (its key, forced into an append-only repository)."""
-    for conn, site in targets(c):
-        _require(site)
+    for conn, site, _ in offsite_targets(c, "offsite.key"):
         public = run(conn, offsite.public_key_script(site), hint="run provision first: it makes the key").stdout
         print(offsite.authorized_keys_line(site, public), end="")
 

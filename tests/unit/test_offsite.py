@@ -46,3 +46,21 @@ def test_restored_dump_and_the_release_live_then():
     dump, live = offsite.parse_restored(f"RESTORED dump=acme_db_x.sql.gz\n@@ledger\n{ledger}\nnot json\n")
     assert dump == "acme_db_x.sql.gz" and live["ref"] == "v2"
     assert offsite.parse_restored("RESTORED dump=a.sql.gz\n@@ledger\n") == ("a.sql.gz", None)
+
+
+def test_offsite_tasks_refuse_a_site_without_offsite_before_connecting():
+    from fabric import Config, Connection
+    from invoke.exceptions import Exit
+
+    from sum_tasks.cli import offsite as tasks
+
+    bare = {key: value for key, value in GOOD.items() if key != "offsite"}
+    conn = Connection("deploy@vps.invalid", config=Config(overrides={"sum": bare}))
+    for task in (tasks.copy, tasks.snapshots, tasks.key):
+        with pytest.raises(Exit, match="sum.offsite.target is not set") as err:
+            task(conn)
+        assert err.value.code == 2
+    with pytest.raises(Exit, match="--i-know-this-will-overwrite"):
+        tasks.recover(conn)
+    with pytest.raises(Exit, match="--snapshot must be"):
+        tasks.recover(conn, snapshot="latest; rm -rf /", i_know_this_will_overwrite=True)
