@@ -64,3 +64,13 @@ def test_offsite_tasks_refuse_a_site_without_offsite_before_connecting():
         tasks.recover(conn)
     with pytest.raises(Exit, match="--snapshot must be"):
         tasks.recover(conn, snapshot="latest; rm -rf /", i_know_this_will_overwrite=True)
+
+
+def test_the_copy_looks_for_dumps_by_the_names_the_backup_script_gives():
+    from sum_tasks.commands.backup import parse_backup_time
+    from sum_tasks.commands.templating import render
+
+    site = load_site({**GOOD, "site_slug": "acme-kitchens"})
+    script = render("offsite.sh.j2", {"site": site, "login": "restic@backup.example", "port": 2222})
+    assert "acme-kitchens_db_*.sql.gz acme-kitchens_db_*.sql.zst" in script and "acme_kitchens_db_" not in script
+    assert parse_backup_time(site, "acme-kitchens_db_20261201T235642Z.sql.gz") is not None
