@@ -19,7 +19,7 @@ from ..configuration import Site
 from ..host.output import Report, StepError
 from ..host.runner import host_label, run
 from ..host.targets import targets
-from .db import restore_site
+from .db import rehearse_site, restore_site
 from .lock import site_lock
 from .release import do_release, local_repo
 
@@ -49,6 +49,11 @@ def operator_password(site: Site, create: bool = True) -> str:
         raise StepError(f"{path} holds no usable password (16 characters at least)", "restore it from the agency's password manager")
     add_secret(password)
     return password
+
+
+def validate_snapshot(snapshot: str) -> None:
+    if not SNAPSHOT_RE.fullmatch(snapshot):
+        raise Exit(f"--snapshot must be `latest` or a snapshot id (hex), got {snapshot!r}", code=2)
 
 
 def offsite_targets(c: Context, task_name: str, destructive: bool = False) -> Iterator[tuple[Connection, Site, Report]]:
@@ -95,8 +100,7 @@ def recover(c: Context, snapshot: str = "latest", source: str = "auto", i_know_t
     release that was live when it was taken, then its database, health-gated like a release."""
     if not i_know_this_will_overwrite:
         raise Exit("offsite.recover replaces the site's database, media and release: add --i-know-this-will-overwrite", code=2)
-    if not SNAPSHOT_RE.fullmatch(snapshot):
-        raise Exit(f"--snapshot must be `latest` or a snapshot id (hex), got {snapshot!r}", code=2)
+    validate_snapshot(snapshot)
     for conn, site, report in offsite_targets(c, f"offsite.recover {snapshot}", destructive=True):
         began = time.monotonic()
         with site_lock(conn, site, "offsite.recover"), \
@@ -115,6 +119,21 @@ def recover(c: Context, snapshot: str = "latest", source: str = "auto", i_know_t
         report.summary(f"recovered {dump} and {live['sha'][:12]} in {time.monotonic() - began:.1f}s")
 
 
+@task(help={"snapshot": "the snapshot whose dump to rehearse (an id from `fab offsite.snapshots`); default: the latest"})
+def rehearse(c: Context, snapshot: str = "latest") -> None:
+    """`db.rehearse` on a dump fetched from the off-site repository: proves the copies off the host restore."""
+    validate_snapshot(snapshot)
+    for conn, site, report in offsite_targets(c, f"offsite.rehearse {snapshot}"):
+        with report.step(f"fetch the dump of snapshot {snapshot} from the off-site repository") as step:
+            result = run(conn, offsite.fetch_script(site, snapshot), check=False, timeout=3600)
+            path = offsite.parse_fetched(result.stdout)
+            if not result.ok or not path:
+                raise StepError(f"the fetch failed (exit {result.exited}): {result.stderr.strip()[-300:]}", "see `fab offsite.snapshots`")
+            step.note(path.rsplit("/", 1)[-1])
+        rehearse_site(conn, site, report, path)
+        report.summary(f"rehearsed {path.rsplit('/', 1)[-1]} from the off-site repository")
+
+
 @task
 def key(c: Context) -> None:
     """Print the backup machine's `authorized_keys` line for this site (its key, forced into an append-only repository)."""
@@ -123,4 +142,4 @@ def key(c: Context) -> None:
         print(offsite.authorized_keys_line(site, public), end="")
 
 
-offsite_collection = Collection("offsite", copy, snapshots, recover, key)
+offsite_collection = Collection("offsite", copy, snapshots, rehearse, recover, key)

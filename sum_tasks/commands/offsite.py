@@ -47,6 +47,16 @@ def restore_script(site: Site, snapshot: str) -> Script:
                   f"{systemctl('start', site.paths.media_restore)}")
 
 
+def fetch_script(site: Site, snapshot: str) -> Script:
+    """Only the dump of `snapshot`, into recovery/backups/, for a rehearsal."""
+    return Script(f"fetch the dump of snapshot {snapshot}", f"{q(site.paths.offsite_script)} fetch {q(snapshot)}")
+
+
+def parse_fetched(text: str) -> str:
+    """The path of the dump a fetch put in recovery/backups/ ('' when none)."""
+    return next((line.split("=", 1)[1] for line in text.splitlines() if line.startswith("FETCHED file=")), "")
+
+
 def parse_restored(text: str) -> tuple[str, dict | None]:
     """The dump the restore put in backups/, and the release that was live when the snapshot was taken (the ledger's
     last good record), from the restore script's output."""

@@ -78,6 +78,10 @@ def test_offsite_copies_are_encrypted_append_only_and_restorable(host_factory, t
     listing = client.fab("-H", "deploy@vps", "offsite.snapshots").stdout
     assert "3 snapshots" in listing, listing
 
+    # A rehearsal from the off-site copy: its dump restores into the scratch database and passes migrate --check.
+    rehearsed = client.fab("-H", "deploy@vps", "offsite.rehearse").stdout
+    assert re.search(r"rehearsed acme_db_\S+ from the off-site repository", rehearsed) and "migrate --check" in rehearsed, rehearsed
+
     # Append-only: with the VPS's own key and password, forgetting a snapshot fails and every snapshot stays;
     # a shell command through that key runs nothing but the forced rclone.
     snapshot = status_field(site.ssh("cat /srv/sum/acme/backups/.offsite").stdout, "snapshot")

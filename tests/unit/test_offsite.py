@@ -56,7 +56,7 @@ def test_offsite_tasks_refuse_a_site_without_offsite_before_connecting():
 
     bare = {key: value for key, value in GOOD.items() if key != "offsite"}
     conn = Connection("deploy@vps.invalid", config=Config(overrides={"sum": bare}))
-    for task in (tasks.copy, tasks.snapshots, tasks.key):
+    for task in (tasks.copy, tasks.snapshots, tasks.key, tasks.rehearse):
         with pytest.raises(Exit, match="sum.offsite.target is not set") as err:
             task(conn)
         assert err.value.code == 2
@@ -64,6 +64,8 @@ def test_offsite_tasks_refuse_a_site_without_offsite_before_connecting():
         tasks.recover(conn)
     with pytest.raises(Exit, match="--snapshot must be"):
         tasks.recover(conn, snapshot="latest; rm -rf /", i_know_this_will_overwrite=True)
+    with pytest.raises(Exit, match="--snapshot must be"):
+        tasks.rehearse(conn, snapshot="../x")
 
 
 def test_the_copy_looks_for_dumps_by_the_names_the_backup_script_gives():

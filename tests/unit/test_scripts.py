@@ -51,6 +51,7 @@ SAMPLES = {
     "offsite.copy_script": lambda s: [offsite.copy_script(s)] if s.offsite.target else [],
     "offsite.snapshots_script": lambda s: [offsite.snapshots_script(s)] if s.offsite.target else [],
     "offsite.restore_script": lambda s: [offsite.restore_script(s, "latest")] if s.offsite.target else [],
+    "offsite.fetch_script": lambda s: [offsite.fetch_script(s, "0a1b2c3d")] if s.offsite.target else [],
     "offsite.public_key_script": lambda s: [offsite.public_key_script(s)] if s.offsite.target else [],
     "manage.manage_script": lambda s: [manage.manage_script(s, ["shell", "-c", "print('it''s')"])],
     "colours.celery_restart_script": lambda s: [colours.celery_restart_script(s)] if s.celery else [],
