@@ -76,3 +76,15 @@ def test_the_copy_looks_for_dumps_by_the_names_the_backup_script_gives():
     script = render("offsite.sh.j2", {"site": site, "login": "restic@backup.example", "port": 2222})
     assert "acme-kitchens_db_*.sql.gz acme-kitchens_db_*.sql.zst" in script and "acme_kitchens_db_" not in script
     assert parse_backup_time(site, "acme-kitchens_db_20261201T235642Z.sql.gz") is not None
+
+
+def test_with_offsite_the_success_ping_waits_for_the_copy():
+    from sum_tasks.commands.templating import render
+
+    both = load_site({**GOOD, "alerts": {"webhook": "https://hooks.example/x", "success_url": "https://ping.example/y"}})
+    ctx = {"site": both, "script": both.paths.backup_script, "login": "restic@backup.example", "port": 2222}
+    backup, copy = render("backup.service.j2", ctx), render("offsite.service.j2", ctx)
+    assert "OnSuccess=sum-acme-offsite.service" in backup and "ping.curl" not in backup
+    assert "-K /etc/sum/sum-acme-ping.curl" in copy and "OnFailure=sum-acme-alert@%n.service" in copy
+    alone = load_site({**GOOD, "offsite": {}, "alerts": {"success_url": "https://ping.example/y"}})
+    assert "-K /etc/sum/sum-acme-ping.curl" in render("backup.service.j2", {"site": alone, "script": "x"})
