@@ -1,4 +1,5 @@
-"""fab offsite.copy, offsite.snapshots, offsite.key: encrypted, append-only copies of the backups on a second machine."""
+"""fab offsite.*: encrypted, append-only copies of the backups on a second machine (copy, snapshots, key), and what
+they are for: a rehearsal from them (rehearse) and bringing a site back onto a new host (recover)."""
 
 from __future__ import annotations
 

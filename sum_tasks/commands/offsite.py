@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from ..configuration import Site
 from ..configuration.hostmap import systemctl
+from .backup import format_age
 from .script import Script, q
 
 # The backup machine's side: the one thing this site's key may run there.
@@ -98,10 +99,6 @@ def parse_status(text: str) -> Status | None:
     if not fields.get("at", "").isdigit() or not fields.get("snapshot"):
         return None
     return Status(int(fields["at"]), fields["snapshot"], fields.get("dump", ""), fields)
-
-
-def format_age(seconds: int) -> str:
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{max(seconds, 0) // 60}m"
 
 
 @dataclass(frozen=True)

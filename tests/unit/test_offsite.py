@@ -27,7 +27,7 @@ def test_status_line_and_snapshots():
     status = offsite.parse_status("OFFSITE at=1000 snapshot=d62263a1ff dump=acme_db_20261201T235642Z.sql.gz files_new=101 "
                                   "files_changed=0 data_added=10039451 seconds=1\n")
     assert status.snapshot == "d62263a1ff" and status.dump == "acme_db_20261201T235642Z.sql.gz"
-    assert status.describe(1000 + 7200) == "snapshot d62263a1 of acme_db_20261201T235642Z.sql.gz, 2h00m old; 10.0 MB new, 1s"
+    assert status.describe(1000 + 7200) == "snapshot d62263a1 of acme_db_20261201T235642Z.sql.gz, 2h 00m old; 10.0 MB new, 1s"
     assert offsite.parse_status("") is None and offsite.parse_status("OFFSITE at=x snapshot=") is None
     listed = offsite.parse_snapshots(json.dumps([
         {"time": "2026-12-01T23:56:43.1Z", "id": "aa" * 32, "tags": ["sum", "dump=acme_db_1.sql.gz"], "paths": ["/srv/sum/acme/media"]},
