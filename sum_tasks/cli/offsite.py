@@ -14,7 +14,7 @@ from fabric import Connection
 from invoke import Collection, Context, task
 from invoke.exceptions import Exit
 
-from ..commands import offsite
+from ..commands import offsite, releases
 from ..commands.credentials import add_secret
 from ..configuration import Site
 from ..host.output import Report, StepError
@@ -102,6 +102,7 @@ def recover(c: Context, snapshot: str = "latest", source: str = "auto", i_know_t
     if not i_know_this_will_overwrite:
         raise Exit("offsite.recover replaces the site's database, media and release: add --i-know-this-will-overwrite", code=2)
     validate_snapshot(snapshot)
+    releases.validate_source(source)
     for conn, site, report in offsite_targets(c, f"offsite.recover {snapshot}", destructive=True):
         began = time.monotonic()
         with site_lock(conn, site, "offsite.recover"), \
@@ -115,7 +116,7 @@ def recover(c: Context, snapshot: str = "latest", source: str = "auto", i_know_t
                 raise StepError("the snapshot's release ledger names no good release", "release by hand, then `fab db.restore --file "
                                 f"{dump} --i-know-this-will-overwrite`")
             step.changed(f"{dump}; live then: {live.get('ref', '?')} at {live['sha'][:12]}")
-        do_release(conn, site, live["sha"], source, False, local_repo(c))
+        do_release(conn, site, live["sha"], releases.choose_source(site, source), False, local_repo(c))
         restore_site(conn, site, report, dump)
         report.summary(f"recovered {dump} and {live['sha'][:12]} in {time.monotonic() - began:.1f}s")
 

@@ -66,6 +66,8 @@ def test_offsite_tasks_refuse_a_site_without_offsite_before_connecting():
         tasks.recover(conn, snapshot="latest; rm -rf /", i_know_this_will_overwrite=True)
     with pytest.raises(Exit, match="--snapshot must be"):
         tasks.rehearse(conn, snapshot="../x")
+    with pytest.raises(Exit, match="source"):
+        tasks.recover(conn, source="ftp", i_know_this_will_overwrite=True)
 
 
 def test_the_copy_looks_for_dumps_by_the_names_the_backup_script_gives():
