@@ -341,14 +341,34 @@ def _setup_network(netns: str, index: int) -> None:
     _run("ip", "-n", netns, "route", "add", "default", "via", f"{net}.1")
 
 
+# Kernel settings the hosts need while any runs, each raised to at least this and put back after the last one:
+# forwarding for the NAT, and inotify instances: each booted systemd takes several, and past the default 128 a
+# new host's PID 1 dies with "Failed to allocate manager object: Too many open files".
+SYSCTLS = {"net/ipv4/ip_forward": 1, "fs/inotify/max_user_instances": 8192}
+
+
+def _raise_sysctls() -> None:
+    for name, value in SYSCTLS.items():
+        knob, saved = Path("/proc/sys") / name, STATE_DIR / f"sysctl-{name.replace('/', '.')}"
+        current = knob.read_text().strip()
+        if int(current) < value:
+            if not saved.exists():
+                saved.write_text(current)
+            knob.write_text(f"{value}\n")
+
+
+def _restore_sysctls() -> None:
+    for name in SYSCTLS:
+        knob, saved = Path("/proc/sys") / name, STATE_DIR / f"sysctl-{name.replace('/', '.')}"
+        if saved.exists():
+            knob.write_text(saved.read_text())
+            saved.unlink()
+
+
 def _ensure_nat() -> None:
+    _raise_sysctls()
     if _run("nft", "list", "table", "ip", NFT_TABLE, check=False).returncode == 0:
         return
-    forward = Path("/proc/sys/net/ipv4/ip_forward")
-    saved = STATE_DIR / "ip_forward"
-    if not saved.exists():
-        saved.write_text(forward.read_text())
-    forward.write_text("1\n")
     subprocess.run(["nft", "-f", "-"], input=NAT_RULES, check=True, text=True, timeout=60)
 
 
@@ -447,10 +467,7 @@ def _release_shared() -> None:
         return
     if _run("nft", "list", "table", "ip", NFT_TABLE, check=False).returncode == 0:
         _run("nft", "delete", "table", "ip", NFT_TABLE)
-    saved = STATE_DIR / "ip_forward"
-    if saved.exists():
-        Path("/proc/sys/net/ipv4/ip_forward").write_text(saved.read_text())
-        saved.unlink()
+    _restore_sysctls()
     for root in cgroup_roots():
         group = root / CGROUP_GROUP
         if group.exists() and not any(p.is_dir() for p in group.iterdir()):

@@ -1,4 +1,4 @@
-"""pytest plugin: the `e2e` marker and a session-scoped `host_factory` fixture."""
+"""pytest plugin: the `e2e` marker and a module-scoped `host_factory` fixture."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from .hosts import BOOT_TIMEOUT, TestHost, boot_host, boot_hosts, boot_problem
 
 
 class HostFactory:
-    """Boots hosts on demand and shuts all of them down at the end of the session."""
+    """Boots hosts on demand and shuts all of them down when the test module that asked for them ends."""
 
     def __init__(self, config: pytest.Config | None = None) -> None:
         self.hosts: list[TestHost] = []
@@ -48,9 +48,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: end-to-end test against real booted Debian hosts")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def host_factory(pytestconfig: pytest.Config) -> Iterator[HostFactory]:
-    """Boot real Debian hosts; fails (never skips) when this machine cannot boot them."""
+    """Boot real Debian hosts for one test module, shut down when it ends (so a long suite never holds more than a
+    module's hosts); fails (never skips) when this machine cannot boot them."""
     problem = boot_problem()
     if problem:
         pytest.fail(f"cannot boot end-to-end test hosts: {problem}", pytrace=False)
