@@ -20,7 +20,7 @@ from ..configuration import Site
 from ..host.output import Report, StepError
 from ..host.runner import host_label, run
 from ..host.targets import targets
-from .db import rehearse_site, restore_site
+from .db import backup, rehearse_site, restore_site
 from .lock import site_lock
 from .release import do_release, local_repo
 
@@ -71,12 +71,17 @@ def copy(c: Context) -> None:
     """Copy the newest verified backup and media/ off the host now (what runs after each good nightly backup)."""
     for conn, site, report in offsite_targets(c, "offsite.copy"):
         with report.step("off-site copy of the newest verified backup and media") as step:
-            result = run(conn, offsite.copy_script(site), check=False)
-            status = offsite.parse_status(result.stdout)
-            if not result.ok or status is None:
-                raise StepError(f"the off-site copy failed (exit {result.exited})", "see `fab logs --service offsite`")
-            step.changed(status.describe(int(time.time())))
+            step.changed(copy_now(conn, site))
         report.summary()
+
+
+def copy_now(conn: Connection, site: Site) -> str:
+    """Run the off-site copy on the host now; what it sent."""
+    result = run(conn, offsite.copy_script(site), check=False)
+    status = offsite.parse_status(result.stdout)
+    if not result.ok or status is None:
+        raise StepError(f"the off-site copy failed (exit {result.exited})", "see `fab logs --service offsite`")
+    return status.describe(int(time.time()))
 
 
 @task
@@ -118,6 +123,10 @@ def recover(c: Context, snapshot: str = "latest", source: str = "auto", i_know_t
             step.changed(f"{dump}; live then: {live.get('ref', '?')} at {live['sha'][:12]}")
         do_release(conn, site, live["sha"], releases.choose_source(site, source), False, local_repo(c))
         restore_site(conn, site, report, dump)
+        # This host's first copy off it: a backup of the recovered database, then the copy, as a night would.
+        backup(conn, site, report)
+        with report.step("off-site copy from this host") as step:
+            step.changed(copy_now(conn, site))
         report.summary(f"recovered {dump} and {live['sha'][:12]} in {time.monotonic() - began:.1f}s")
 
 

@@ -136,4 +136,7 @@ def test_offsite_copies_are_encrypted_append_only_and_restorable(host_factory, t
     assert new.ssh("stat -c %a /srv/sum/acme/media").stdout.strip() == "2750"
     assert new.ssh("cd /srv/sum/acme/media && find . -type d ! -perm -2000; find . -type f ! -perm -040").stdout == ""
     assert MARKER in new.ssh("curl -sk --resolve acme.test:443:127.0.0.1 https://acme.test/media/note.txt").stdout
+    # The new host's first off-site copy is of the recovered database, never the safety dump of what it replaced.
+    copied = status_field(new.ssh("cat /srv/sum/acme/backups/.offsite").stdout, "dump")
+    assert "pre-restore" not in copied and "4 snapshots" in client.fab("-H", "deploy@vps", "offsite.snapshots").stdout
     assert client.fab("check").returncode == 0

@@ -78,6 +78,7 @@ def test_the_copy_looks_for_dumps_by_the_names_the_backup_script_gives():
     script = render("offsite.sh.j2", {"site": site, "login": "restic@backup.example", "port": 2222})
     assert "acme-kitchens_db_*.sql.gz acme-kitchens_db_*.sql.zst" in script and "acme_kitchens_db_" not in script
     assert parse_backup_time(site, "acme-kitchens_db_20261201T235642Z.sql.gz") is not None
+    assert "*-pre-restore.*) continue" in script  # what a restore replaced is never sent as the latest
 
 
 def test_with_offsite_the_success_ping_waits_for_the_copy():
