@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..commands.backup import scratch_db_name, script_text
 from ..commands.templating import render
 from ..configuration import Site
-from .base import Op, absent_op, file_op
+from .base import Op, absent_op, enabled_op, file_op
 from .packages import APT
 from .units import DAEMON_RELOAD
 
@@ -47,11 +47,7 @@ def backup_ops(site: Site, project_dir: str = "") -> list[Op]:
         file_op("scratch database create unit", paths.unit_file(paths.scratch_create), scratch_unit(site, "create"), then=DAEMON_RELOAD),
         file_op("scratch database drop unit", paths.unit_file(paths.scratch_drop), scratch_unit(site, "drop"), then=DAEMON_RELOAD),
         *alert_ops(site, project_dir),
-        Op(
-            "backup timer enabled and running",
-            f"systemctl is-enabled -q {paths.backup_timer} && systemctl is-active -q {paths.backup_timer}",
-            f"systemctl enable --now {paths.backup_timer}",
-        ),
+        enabled_op("backup timer", paths.backup_timer),
     ]
 
 

@@ -84,6 +84,13 @@ def dirs_op(name: str, dirs: list[tuple[str, int, str, str]]) -> Op:
     return Op(name, check, apply_)
 
 
+def enabled_op(name: str, *units: str) -> Op:
+    """`units` enabled and running (the step is named "<name> enabled and running")."""
+    names = " ".join(q(u) for u in units)
+    return Op(f"{name} enabled and running", f"systemctl is-enabled -q {names} && systemctl is-active -q {names}",
+              f"systemctl enable --now {names}")
+
+
 def absent_op(name: str, paths: list[str], before: str = "", then: str = "") -> Op:
     """Files that must not exist."""
     quoted = " ".join(q(p) for p in paths)

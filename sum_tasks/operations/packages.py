@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..commands.facts import OsRelease
 from ..configuration import Site
-from .base import Op
+from .base import Op, enabled_op
 
 BASE_PACKAGES = (
     "ca-certificates", "curl", "git", "sudo", "iproute2",
@@ -58,5 +58,4 @@ SERVICES = ("postgresql", "caddy")
 
 
 def services_ops() -> list[Op]:
-    names = " ".join(SERVICES)
-    return [Op("services enabled and running", f"systemctl is-enabled -q {names} && systemctl is-active -q {names}", f"systemctl enable --now {names}")]
+    return [enabled_op("services", *SERVICES)]

@@ -6,7 +6,7 @@ from ..commands.facts import REDIS_PORT, Facts, loopback_only
 from ..commands.script import q
 from ..commands.templating import render
 from ..configuration import Site
-from .base import Op, file_op
+from .base import Op, enabled_op, file_op
 
 REDIS_CONF = "/etc/redis/redis.conf"
 REDIS_BIND = "bind 127.0.0.1 -::1"
@@ -21,7 +21,7 @@ def site_redis_ops(site: Site, project_dir: str = "") -> list[Op]:
         file_op("redis unit", paths.unit_file(paths.redis), render("redis.service.j2", ctx, project_dir),
                 then=f"systemctl daemon-reload && {restart}"),
         file_op("redis config", paths.redis_conf, render("redis.conf.j2", ctx, project_dir), then=restart),
-        Op("redis enabled and running", f"systemctl is-enabled -q {unit} && systemctl is-active -q {unit}", f"systemctl enable --now {unit}"),
+        enabled_op("redis", unit),
         Op(
             "redis answers the app only",
             f"for _ in $(seq 50); do [ -S {q(paths.redis_socket)} ] && break; sleep 0.1; done; "

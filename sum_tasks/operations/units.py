@@ -6,7 +6,7 @@ from ..commands.script import q
 from ..commands.templating import render
 from ..configuration import Site
 from ..configuration.hostmap import COLOURS, MANAGE_ARGS, SYSTEMCTL, SYSTEMD
-from .base import Op, absent_op, file_op
+from .base import Op, absent_op, enabled_op, file_op
 from .site import live_socket_op
 
 DAEMON_RELOAD = "systemctl daemon-reload"
@@ -47,8 +47,7 @@ def standby_ops(site: Site, project_dir: str = "") -> list[Op]:
     return [
         file_op("standby timer unit", paths.unit_file(service), render("standby.service.j2", ctx, project_dir), then=DAEMON_RELOAD),
         file_op("standby timer", paths.unit_file(timer), render("standby.timer.j2", ctx, project_dir), then=f"{DAEMON_RELOAD} && systemctl restart {q(timer)}"),
-        Op("standby timer enabled and running", f"systemctl is-enabled -q {q(timer)} && systemctl is-active -q {q(timer)}",
-           f"systemctl enable --now {q(timer)}"),
+        enabled_op("standby timer", timer),
     ]
 
 
@@ -62,8 +61,7 @@ def schedule_ops(site: Site, project_dir: str = "") -> list[Op]:
             file_op(f"schedule {name} unit", paths.unit_file(service), render("schedule.service.j2", ctx, project_dir), then=DAEMON_RELOAD),
             file_op(f"schedule {name} timer", paths.unit_file(timer), render("schedule.timer.j2", ctx, project_dir),
                     then=f"{DAEMON_RELOAD} && systemctl restart {q(timer)}"),
-            Op(f"schedule {name} timer enabled and running", f"systemctl is-enabled -q {q(timer)} && systemctl is-active -q {q(timer)}",
-               f"systemctl enable --now {q(timer)}"),
+            enabled_op(f"schedule {name} timer", timer),
         ]
     # The timers this site has: its marker on their first line (another site's slug may share the name's prefix).
     marker = f"# Managed by sum_tasks for site {site.site_slug}: schedule "
