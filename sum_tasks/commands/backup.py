@@ -115,7 +115,7 @@ def script_context(site: Site, root: str = "") -> dict[str, object]:
         "slug": site.site_slug,
         "unit_prefix": paths.unit_prefix,
         "systemctl": SYSTEMCTL,
-        "db_name": site.db_name,
+        "db_user": site.db_user,
         "scratch_db": scratch_db_name(site),
         "format": site.backups.format,
     }

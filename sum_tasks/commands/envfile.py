@@ -45,7 +45,7 @@ def synced(site: Site, db_port: int = 5432) -> dict[str, str]:
         "DJANGO_SETTINGS_MODULE": f"{site.project_module}.settings.production",
         "ALLOWED_HOSTS": ",".join(site.domains),
         "DJANGO_DB_NAME": site.db_name,
-        "DJANGO_DB_USER": site.db_name,
+        "DJANGO_DB_USER": site.db_user,
         "DJANGO_DB_HOST": "127.0.0.1",
         "DJANGO_DB_PORT": str(db_port),
         "DJANGO_STATIC_ROOT": site.paths.static,

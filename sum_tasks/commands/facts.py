@@ -6,11 +6,13 @@ import re
 from dataclasses import dataclass
 
 from ..configuration import Site
-from ..configuration.hostmap import SRV
+from ..configuration.hostmap import SRV, SYSTEMD
 from .envfile import uses_shared_redis
 from .script import Script, q, sections
 
 WEB_PORTS = (80, 443)
+# The first line of every file sum_tasks writes for a site.
+MARKER = "# Managed by sum_tasks"
 
 
 REDIS_PORT = 6379
@@ -83,6 +85,11 @@ class Facts:
     deploy_granted: bool = False
     # The site role's comment (None: no such role).
     db_role: str | None = None
+    # A site set up by hand (the runbook's way): its Caddy file when sum_tasks did not write it, its own units.
+    hand_caddy: bool = False
+    hand_units: tuple[str, ...] = ()
+    # Whether a release of sum_tasks is live (`current` exists).
+    live: bool = False
 
 
 def os_release_script() -> Script:
@@ -96,9 +103,10 @@ def parse_os_release(text: str) -> OsRelease:
 
 def facts_script(site: Site) -> Script:
     """Who we are, the site's .env, the main Caddyfile, sshd's ports, other sites' Redis URLs, PostgreSQL's port."""
-    env, user = q(site.paths.env), q(site.deploy_user)
+    paths = site.paths
+    env, user = q(paths.env), q(site.deploy_user)
     role_sql = (f"SELECT 'exists:' || coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles "
-                f"WHERE rolname = '{site.db_name}'")
+                f"WHERE rolname = '{site.db_user}'")
     return Script("read host facts", f"""\
 show() {{ [ -f "$1" ] || return 0; cat "$1"; [ -z "$(tail -c 1 "$1")" ] || echo; }}
 echo "@@user"; id -un
@@ -110,6 +118,9 @@ echo "@@pg_port"; pg_lsclusters -h 2>/dev/null | sort -k4,4r | awk '{{print $3; 
 echo "@@deploy_account"; getent passwd {user} | awk -F: '{{print "exists:" $5}}'
 echo "@@deploy_granted"; grep -lsx {q(site.deploy_user + " ALL=(root) NOPASSWD: " + "SUM_")}'[A-Z0-9_]*' /etc/sudoers.d/sum-*
 echo "@@db_role"; runuser -u postgres -- psql -XAtq -c {q(role_sql)} 2>/dev/null
+echo "@@hand_caddy"; [ ! -f {q(paths.caddy_site)} ] || grep -qs {q('^' + MARKER)} {q(paths.caddy_site)} || echo yes
+echo "@@hand_units"; for u in {' '.join(q(u) for u in hand_unit_names(site))}; do [ ! -e {q(SYSTEMD)}/"$u" ] || echo "$u"; done
+echo "@@live"; [ ! -L {q(paths.current)} ] || echo yes
 exit 0
 """)
 
@@ -130,7 +141,16 @@ def parse_facts(user: str, output: str) -> Facts:
         deploy_account=existing(parts.get("deploy_account", "")),
         deploy_granted=bool(parts.get("deploy_granted", "").strip()),
         db_role=existing(parts.get("db_role", "")),
+        hand_caddy=parts.get("hand_caddy", "").strip() == "yes",
+        hand_units=tuple(parts.get("hand_units", "").split()),
+        live=parts.get("live", "").strip() == "yes",
     )
+
+
+def hand_unit_names(site: Site) -> tuple[str, ...]:
+    """The units the runbook has an operator install by hand for a site (names sum_tasks never uses)."""
+    prefix = site.paths.unit_prefix
+    return (f"{prefix}-gunicorn.service", f"{prefix}-gunicorn.socket")
 
 
 def existing(section: str) -> str | None:

@@ -32,6 +32,7 @@ REPO_RE = re.compile(r"^(?:(?:https?|ssh|git|file)://\S+|[A-Za-z0-9._-]+@[A-Za-z
 ONCALENDAR_RE = re.compile(r"^[A-Za-z0-9*:/.,~ -]{1,64}$")
 PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9.+-]{1,99}$")
 SIZE_RE = re.compile(r"[1-9][0-9]{0,5}(kb|mb|gb)")
+PG_NAME_RE = re.compile(r"^[a-z0-9_]{1,63}$")
 EMAIL_RE = re.compile(r"^[^@\s'\"{}]+@[^@\s'\"{}]+$")
 ACME_URL_RE = re.compile(r"^https://[A-Za-z0-9._~:/?#@!$&()*+,;=%-]+$")
 PEM_RE = re.compile(r"^-----BEGIN CERTIFICATE-----\n[A-Za-z0-9+/=\n]+\n-----END CERTIFICATE-----\n?$")
@@ -126,6 +127,13 @@ def validate_slug(value: Any, key: str = "site_slug") -> str:
     if slug.replace("-", "_") in RESERVED_DATABASES or slug.startswith("pg-"):
         raise ConfigError(key, "names a PostgreSQL system role or database; choose another", slug)
     return slug
+
+
+def _pg_name(key: str, value: Any) -> str:
+    name = _match(PG_NAME_RE, "must be 1-63 of a-z, 0-9 and _")(key, value)
+    if name in RESERVED_DATABASES or name.startswith("pg_"):
+        raise ConfigError(key, "names a PostgreSQL system role or database; choose another", name)
+    return name
 
 
 def validate_domain(value: Any, key: str = "domains") -> str:
@@ -330,8 +338,13 @@ class Site:
                                         "of the site's domains, path and query kept (`www.example.com: example.com`)", _redirects)
     authorized_keys: tuple[str, ...] = setting([], "OpenSSH public key lines", "the deploy user's keys (exactly these when set)",
                                                _each(_match(KEY_RE, "each must be one OpenSSH public key line")))
-    adopt_existing: bool = setting(False, "true or false", "let provision take over a Unix account (deploy_user) or PostgreSQL role "
-                                   "it did not create; without it, provision refuses them", _bool)
+    adopt_existing: bool = setting(False, "true or false", "let provision take over what it did not make: a Unix account (deploy_user), "
+                                   "a PostgreSQL role, a site set up by hand the runbook's way (see the runbook's Taking over a site); "
+                                   "without it, provision refuses them", _bool)
+    db_name: str = setting("", "a PostgreSQL name: a-z, 0-9, `_`", "the site's database (a site taken over keeps its own, "
+                           "such as the runbook's `sum_site_db`)", _optional(_pg_name), default_text="the site slug, `-` as `_`")
+    db_user: str = setting("", "a PostgreSQL name: a-z, 0-9, `_`", "the role that owns the database and the app logs in as",
+                           _optional(_pg_name), default_text="`db_name`")
     deploy_user_sudo: bool = setting(False, "true or false", "put the deploy user in the `sudo` group", _bool)
     ssh_hardening: bool = setting(False, "true or false", "keys-only sshd (see provision)", _bool)
     apt_packages: tuple[str, ...] = setting([], "Debian/Ubuntu package names", "extra system packages the site needs (libmagic1, ...), installed by provision",
@@ -365,10 +378,6 @@ class Site:
     def paths(self) -> HostMap:
         """Every path, unit and root command of this site on a host."""
         return HostMap(self)
-
-    @property
-    def db_name(self) -> str:
-        return self.site_slug.replace("-", "_")
 
 
 # ---------------------------------------------------------------- generated from the table
@@ -425,6 +434,10 @@ def load_site(raw: Any) -> Site:
         raise ConfigError("celery_beat", "needs celery: true (beat only sends tasks; the worker runs them)")
     if not data.get("celery_app"):
         data["celery_app"] = data.get("project_module", "")
+    if not data.get("db_name"):
+        data["db_name"] = str(data.get("site_slug") or "").replace("-", "_")
+    if not data.get("db_user"):
+        data["db_user"] = data["db_name"]
     site = _load(Site, data)
     for source, target in site.redirects.items():
         if source in site.domains:

@@ -14,7 +14,7 @@ def scratch_unit(site: Site, action: str) -> str:
     """A oneshot unit, run as postgres, that creates or drops the site's scratch database and nothing else."""
     return (
         f"# Managed by sum_tasks for site {site.site_slug}: {action} the rehearsal database {scratch_db_name(site)}\n"
-        f"# (owned by role {site.db_name}) for `fab db.rehearse`. The deploy user may start this unit, nothing more.\n"
+        f"# (owned by role {site.db_user}) for `fab db.rehearse`. The deploy user may start this unit, nothing more.\n"
         "[Unit]\n"
         f"Description=SUM site {site.site_slug}: {action} the rehearsal database\n"
         "After=postgresql.service\n\n"

@@ -7,6 +7,7 @@ from ..commands.templating import render
 from ..configuration import Site
 from ..configuration.hostmap import CADDY_SITES
 from .base import Op, dirs_op, file_op
+from .takeover import keeps_hand_caddy, kept_caddy_op
 
 CADDYFILE = "/etc/caddy/Caddyfile"
 CADDY_IMPORT = f"import {CADDY_SITES}/*.caddy"
@@ -64,7 +65,7 @@ def caddy_ops(site: Site, facts: Facts, project_dir: str = "") -> list[Op]:
             validate_installed=CADDY_VALIDATE, then=f"{CADDY_RELOAD} || {MOVE_ADMIN}",
         ),
         *([file_op("acme server root (sum.acme_ca_root)", site.paths.acme_root, site.acme_ca_root)] if site.acme_ca_root else []),
-        file_op(
+        kept_caddy_op(site) if keeps_hand_caddy(facts) else file_op(
             "caddy site", site.paths.caddy_site, render("site.caddy.j2", {"site": site}, project_dir),
             validate_installed=CADDY_VALIDATE, then=CADDY_RELOAD, hint="the site config failed `caddy validate`; the previous one is still in place",
         ),

@@ -17,13 +17,14 @@ from .packages import services_ops
 from .postgresql import postgresql_ops, role_refusal
 from .redis import site_redis_ops
 from .site import directory_ops, env_ops, media_ops, site_env
+from .takeover import takeover_ops, takeover_refusal
 from .units import unit_ops
 from .users import account_refusal, app_user_ops, deploy_user_ops, ssh_hardening_ops
 
 
 def refusals(site: Site, facts: Facts) -> list[str]:
     """What provision must not take over on this host (accounts and roles it did not make), before it changes anything."""
-    return [reason for reason in (account_refusal(site, facts), role_refusal(site, facts)) if reason]
+    return [reason for reason in (account_refusal(site, facts), role_refusal(site, facts), takeover_refusal(site, facts)) if reason]
 
 
 def host_plan(site: Site, facts: Facts, project_dir: str = "", secret: Callable[[], str] = new_secret,
@@ -48,4 +49,5 @@ def host_plan(site: Site, facts: Facts, project_dir: str = "", secret: Callable[
         *backup_ops(site, project_dir),
         *offsite_ops(site, offsite_password, project_dir),
         *caddy_ops(site, facts, project_dir),
+        *takeover_ops(site, facts),
     ]

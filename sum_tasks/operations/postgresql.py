@@ -19,22 +19,22 @@ def role_refusal(site: Site, facts: Facts) -> str:
     (so sum_tasks never provisioned it), it carries no sum_tasks comment, and `sum.adopt_existing` is off."""
     if facts.db_role is None or facts.db_role == role_mark(site) or facts.env_text or site.adopt_existing:
         return ""
-    return (f"the PostgreSQL role {site.db_name!r} exists and was not made by sum_tasks: choose another sum.site_slug, "
+    return (f"the PostgreSQL role {site.db_user!r} exists and was not made by sum_tasks: choose another sum.site_slug (or sum.db_user), "
             "or set sum.adopt_existing: true to make it (and its database) this site's")
 
 
 def db_sql(site: Site, password: str) -> str:
     """Role and database, the role owning it; the password goes as a SCRAM verifier, never in clear."""
-    name = site.db_name
+    db, role = site.db_name, site.db_user
     verifier = scram_sha256(password)
     return (
         "\\set ON_ERROR_STOP on\n"
-        f"SELECT 'CREATE ROLE \"{name}\" LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{name}')\\gexec\n"
-        f"ALTER ROLE \"{name}\" WITH LOGIN NOSUPERUSER NOCREATEROLE PASSWORD '{verifier}';\n"
-        f"SELECT 'CREATE DATABASE \"{name}\" OWNER \"{name}\"' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{name}')\\gexec\n"
-        f"ALTER DATABASE \"{name}\" OWNER TO \"{name}\";\n"
-        f"REVOKE CONNECT, TEMPORARY ON DATABASE \"{name}\" FROM PUBLIC;\n"
-        f"COMMENT ON ROLE \"{name}\" IS '{role_mark(site)}';\n"
+        f"SELECT 'CREATE ROLE \"{role}\" LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}')\\gexec\n"
+        f"ALTER ROLE \"{role}\" WITH LOGIN NOSUPERUSER NOCREATEROLE PASSWORD '{verifier}';\n"
+        f"SELECT 'CREATE DATABASE \"{db}\" OWNER \"{role}\"' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{db}')\\gexec\n"
+        f"ALTER DATABASE \"{db}\" OWNER TO \"{role}\";\n"
+        f"REVOKE CONNECT, TEMPORARY ON DATABASE \"{db}\" FROM PUBLIC;\n"
+        f"COMMENT ON ROLE \"{role}\" IS '{role_mark(site)}';\n"
     )
 
 

@@ -7,6 +7,7 @@ from ..commands.script import q
 from ..commands.templating import render
 from ..configuration import Site
 from .base import Op, enabled_op, file_op
+from .takeover import hand_site_serving
 
 REDIS_CONF = "/etc/redis/redis.conf"
 REDIS_BIND = "bind 127.0.0.1 -::1"
@@ -32,8 +33,9 @@ def site_redis_ops(site: Site, project_dir: str = "") -> list[Op]:
 
 
 def shared_redis_ops(facts: Facts) -> list[Op]:
-    """The host-wide Redis: loopback only while another site still uses it, else stopped (nothing to share, nothing to reach)."""
-    if not facts.shared_redis_used:
+    """The host-wide Redis: loopback only while another site (or this site's hand-made predecessor, still serving) uses
+    it, else stopped (nothing to share, nothing to reach)."""
+    if not facts.shared_redis_used and not hand_site_serving(facts):
         return [Op("host-wide redis stopped (every site has its own)",
                    f"! systemctl is-enabled -q {SHARED} && ! systemctl is-active -q {SHARED}", f"systemctl disable --now {SHARED}")]
     return [

@@ -202,3 +202,43 @@ def test_alert_urls_are_secrets_kept_in_files_only(site_config):
     quiet = by_name(host_plan(load_site(site_config), FACTS))
     assert "OnFailure" not in quiet["backup service"].stdin.decode() and "rm -f" in quiet["no alert webhook"].apply
     assert "must be an http(s):// URL" in str(pytest.raises(ConfigError, load_site, {**site_config, "alerts": {"webhook": 'https://x/"a'}}).value)
+
+
+def test_a_hand_made_site_is_refused_then_taken_over_in_two_provisions(site_config):
+    from sum_tasks.commands.facts import parse_facts
+    from sum_tasks.operations.plan import refusals
+
+    hand = "@@ssh_ports\n22\n@@hand_caddy\nyes\n@@hand_units\nsum-acme-kitchens-gunicorn.service\n@@live\n"
+    facts = parse_facts("root", hand)
+    assert facts.hand_caddy and facts.hand_units == ("sum-acme-kitchens-gunicorn.service",) and not facts.live
+    refused = refusals(load_site(site_config), facts)
+    assert refused == ["site acme-kitchens was set up by hand (/etc/caddy/sites-enabled/sum-acme-kitchens.caddy, "
+                       "/etc/systemd/system/sum-acme-kitchens-gunicorn.service): set sum.adopt_existing: true to take it over "
+                       "(see the runbook's Taking over a site)"]
+    site = load_site({**site_config, "adopt_existing": True, "db_name": "sum_site_db", "db_user": "sum_site_user"})
+    assert refusals(site, facts) == []
+    # Before any release of ours: the hand-made Caddy file and units keep serving; nothing of theirs is touched.
+    first = by_name(host_plan(site, facts))
+    assert first["caddy site"].check == "true" and "kept the hand-made" in first["caddy site"].describe("")
+    assert first["hand-made units"].apply == "" and "hand-made units retired" not in first
+    assert 'CREATE DATABASE "sum_site_db" OWNER "sum_site_user"' in first["postgresql role and database"].stdin.decode()
+    # Once a release is live: Caddy moves to it, then the hand-made units go (in that order).
+    live = parse_facts("root", hand.replace("@@live\n", "@@live\nyes\n"))
+    second = host_plan(site, live)
+    names = [op.name for op in second]
+    assert names.index("caddy site") < names.index("hand-made units retired") == len(names) - 1
+    retire = by_name(second)["hand-made units retired"]
+    assert "systemctl disable --now sum-acme-kitchens-gunicorn.service" in retire.apply
+    assert by_name(second)["caddy site"].stdin.startswith(b"# Managed by sum_tasks")
+    assert retire.describe("/srv/sum/acme-kitchens/app\n") == (
+        "left alone, no longer used by the site: /srv/sum/acme-kitchens/app (remove them by hand)")
+
+
+def test_database_names_default_from_the_slug_and_are_checked(site_config):
+    site = load_site(site_config)
+    assert (site.db_name, site.db_user) == ("acme_kitchens", "acme_kitchens")
+    assert load_site({**site_config, "db_name": "shop"}).db_user == "shop"
+    for key, bad in (("db_name", "Shop"), ("db_user", "postgres"), ("db_name", "pg_x"), ("db_user", "a;b")):
+        with pytest.raises(ConfigError) as err:
+            load_site({**site_config, key: bad})
+        assert str(err.value.message).startswith(f"sum.{key}: ")
