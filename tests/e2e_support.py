@@ -1,5 +1,7 @@
 """What the end-to-end tests share: the example site's `sum` settings, and which colour serves it."""
 
+import json
+
 from sum_tasks.commands.health import socket_colour
 
 SITE = {
@@ -34,3 +36,29 @@ def as_app(host, unit: str, command: str):
     quoted = "'" + command.replace("'", "'\\''") + "'"
     return host.ssh(f"nsenter -t {pid} -m -- setpriv {drop} --inh-caps=-all --bounding-set=-all --no-new-privs -- sh -c {quoted}",
                     check=False)
+
+
+PEBBLE = "/etc/pebble"
+
+
+def start_pebble(pebble, site_ip: str, names: str) -> str:
+    """Install and start Pebble on `pebble`, with `names` (space-separated) resolving to `site_ip`; returns the PEM its HTTPS
+    is served with."""
+    pebble.ssh("apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q pebble >/dev/null", timeout=600)
+    pebble.ssh(f"mkdir -p {PEBBLE} && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3 -subj /CN=pebble "
+               f"-addext subjectAltName=IP:{pebble.ip} -keyout {PEBBLE}/key.pem -out {PEBBLE}/cert.pem 2>/dev/null")
+    config = {"pebble": {"listenAddress": "0.0.0.0:14000", "managementListenAddress": "0.0.0.0:15000",
+                         "certificate": f"{PEBBLE}/cert.pem", "privateKey": f"{PEBBLE}/key.pem",
+                         "httpPort": 80, "tlsPort": 443, "ocspResponderURL": "", "externalAccountBindingRequired": False}}
+    pebble.ssh(f"cat > {PEBBLE}/config.json <<'EOF'\n{json.dumps(config)}\nEOF")
+    # Pebble validates challenges against the names as its resolver sees them: the site's host.
+    pebble.ssh(f"echo '{site_ip} {names}' >> /etc/hosts")
+    pebble.ssh(f"systemd-run --unit pebble -E PEBBLE_VA_NOSLEEP=1 -E PEBBLE_WFE_NONCEREJECT=0 /usr/bin/pebble -config {PEBBLE}/config.json")
+    pebble.ssh("for i in $(seq 50); do curl -sk https://127.0.0.1:14000/dir >/dev/null && exit 0; sleep 0.2; done; exit 1")
+    return pebble.ssh(f"cat {PEBBLE}/cert.pem").stdout
+
+
+def served(pebble, site_ip: str, name: str, path: str = "/") -> str:
+    """`status redirect_url` of https://name/path from the Pebble host, verified against Pebble's issuing root only."""
+    return pebble.ssh(f"curl -s -o /dev/null -w '%{{http_code}} %{{redirect_url}}' --cacert /root/pebble-root.pem "
+                      f"--resolve {name}:443:{site_ip} 'https://{name}{path}'", check=False).stdout

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import pty
+import re
+import select
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +44,39 @@ class Client:
         if check and result.returncode:
             raise AssertionError(f"fab {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
         return result
+
+    def fab_in_terminal(self, *args: str, answers: list[tuple[str, str]], timeout: float = 600.0) -> tuple[int, str]:
+        """Run ``fab ARGS`` on a pseudo-terminal, as an operator types it: each `(prompt regex, line)` of `answers` is
+        typed, in order, once its prompt appears. Returns the exit status and everything the terminal showed."""
+        pid, fd = pty.fork()
+        if pid == 0:  # the child: fab, its stdin, stdout and stderr the terminal
+            os.chdir(self.path)
+            os.execv(self.python, [self.python, "-m", "fabric", *args])
+        shown, answered, pending = b"", 0, list(answers)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if not select.select([fd], [], [], 1)[0]:
+                    continue
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                shown += chunk
+                if pending and re.search(pending[0][0], shown[answered:].decode(errors="replace")):
+                    os.write(fd, pending.pop(0)[1].encode() + b"\r")
+                    answered = len(shown)
+            else:
+                os.kill(pid, signal.SIGTERM)
+                raise AssertionError(f"fab {' '.join(args)} still running after {timeout:g}s:\n{shown.decode(errors='replace')}")
+        finally:
+            os.close(fd)
+        status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        text = shown.decode(errors="replace")
+        sys.stdout.write(f"$ fab {' '.join(args)}  (on a terminal)\n{text}(exit {status})\n")
+        return status, text
 
     def configure(self, sum_config: dict[str, Any]) -> None:
         """Replace the `sum` settings in fabric.yaml."""
