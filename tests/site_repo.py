@@ -68,8 +68,11 @@ __all__ = [
     "GOOD_TAGS",
     "HEADINGS",
     "SITE_SOURCE",
+    "STUDIO_SOURCE",
+    "STUDIO_V2_MARK",
     "TAGS",
     "build_site_repo",
+    "build_studio_repo",
 ]
 
 SITE_SOURCE = Path(__file__).resolve().parents[1] / "examples" / "client"
@@ -93,7 +96,8 @@ _AUTHOR_NAME = "SUM Example Site"
 _AUTHOR_EMAIL = "example-site@sum.invalid"
 _FIRST_COMMIT_EPOCH = 1704110400  # 2024-01-01T12:00:00Z; each commit is one hour later
 
-_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "staticfiles", "media", ".env", ".venv")
+_IGNORE_NAMES = ("__pycache__", "*.pyc", "staticfiles", "media", ".env", ".venv")
+_IGNORE = shutil.ignore_patterns(*_IGNORE_NAMES)
 
 
 class _Repo:
@@ -364,3 +368,21 @@ def build_site_repo(dest: Path) -> dict[str, str]:
         shas[tag] = repo.commit(tag, message)
     repo.git("checkout", "--quiet", "main")
     return {tag: shas[tag] for tag in TAGS}
+
+
+STUDIO_SOURCE = Path(__file__).resolve().parents[1] / "examples" / "wagtail"
+# What v2 of the Wagtail example adds to its home page.
+STUDIO_V2_MARK = '<p id="release">second release</p>'
+
+
+def build_studio_repo(dest: Path) -> dict[str, str]:
+    """The Wagtail example (``examples/wagtail``) as a git repository at ``dest``: ``v1`` as committed, ``v2`` with
+    `STUDIO_V2_MARK` on the home page. Returns ``{tag: commit_sha}``."""
+    dest = Path(dest)
+    shutil.copytree(STUDIO_SOURCE, dest, ignore=shutil.ignore_patterns("ssh_config", *_IGNORE_NAMES), dirs_exist_ok=True)
+    repo = _Repo(dest)
+    repo.git("init", "--quiet", "--initial-branch=main")
+    shas = {"v1": repo.commit("v1", "Studio site v1")}
+    repo.replace("home/templates/home/home_page.html", "</main>", f"{STUDIO_V2_MARK}</main>")
+    shas["v2"] = repo.commit("v2", "Studio site v2: the home page says so")
+    return shas

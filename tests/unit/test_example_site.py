@@ -190,3 +190,22 @@ def test_the_client_files_are_committed_but_ssh_config_is_not(built):
         assert git(repo, "status", "--porcelain") == ""
     finally:
         (repo / "ssh_config").unlink()
+
+
+def test_the_wagtail_example_validates_and_builds_its_two_tags(tmp_path):
+    import yaml
+    from site_repo import STUDIO_SOURCE, STUDIO_V2_MARK, build_studio_repo
+
+    from sum_tasks.configuration import load_site
+
+    site = load_site(yaml.safe_load((STUDIO_SOURCE / "fabric.yaml").read_text())["sum"])
+    assert site.celery and site.celery_app == "studio.workers.celery" and site.apt_packages
+    assert {entry.command[0] for entry in site.schedule.values()} == {"publish_scheduled", "clearsessions"}
+    requirements = (STUDIO_SOURCE / "requirements.txt").read_text()
+    wheel = re.search(r"^\./(wheels/\S+\.whl)$", requirements, re.MULTILINE)
+    assert wheel and (STUDIO_SOURCE / wheel.group(1)).is_file(), "the private package must be a committed local wheel"
+    shas = build_studio_repo(tmp_path / "studio")
+    assert set(shas) == {"v1", "v2"}
+    assert STUDIO_V2_MARK in show(tmp_path / "studio", "v2", "home/templates/home/home_page.html")
+    assert STUDIO_V2_MARK not in show(tmp_path / "studio", "v1", "home/templates/home/home_page.html")
+    assert "ssh_config" not in git(tmp_path / "studio", "ls-files").split()

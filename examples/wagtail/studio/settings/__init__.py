@@ -1,0 +1,1 @@
+"""Settings: ``base`` is shared and reads no environment; ``production`` reads everything host-specific from it."""
