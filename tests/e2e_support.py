@@ -1,4 +1,10 @@
-"""What the end-to-end tests share: the example site's `sum` settings, and which colour serves it."""
+"""What the end-to-end tests share: the example site's `sum` settings, which colour serves it, a webhook receiver."""
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from sum_tasks.commands.health import socket_colour
 
@@ -34,3 +40,42 @@ def as_app(host, unit: str, command: str):
     quoted = "'" + command.replace("'", "'\\''") + "'"
     return host.ssh(f"nsenter -t {pid} -m -- setpriv {drop} --inh-caps=-all --bounding-set=-all --no-new-privs -- sh -c {quoted}",
                     check=False)
+
+
+class Receiver(ThreadingHTTPServer):
+    """Records every request: (method, path, body)."""
+
+    def __init__(self, address: str) -> None:
+        self.seen: list[tuple[str, str, bytes]] = []
+        super().__init__((address, 0), Handler)
+
+    def wait(self, count: int, timeout: float = 60) -> list[tuple[str, str, bytes]]:
+        deadline = time.monotonic() + timeout
+        while len(self.seen) < count and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return self.seen
+
+
+class Handler(BaseHTTPRequestHandler):
+    def _record(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.seen.append((self.command, self.path, body))
+        self.send_response(200)
+        self.end_headers()
+
+    do_GET = do_POST = _record
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def receiving(host) -> Iterator[tuple[Receiver, str]]:
+    """A `Receiver` on this machine's side of `host`'s link, serving while the block runs, and its base URL."""
+    receiver = Receiver(host.ip.rsplit(".", 1)[0] + ".1")
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    try:
+        yield receiver, f"http://{receiver.server_address[0]}:{receiver.server_address[1]}"
+    finally:
+        receiver.shutdown()
+        receiver.server_close()
