@@ -187,3 +187,51 @@ def test_check_without_a_rehearsal_warns_and_without_offsite_says_nothing():
     assert check.check_rehearsal(site, "", 0).status == "warn" and "fab offsite.rehearse" in check.check_rehearsal(site, "", 0).detail
     assert check.check_rehearsal(site, "REHEARSAL at=x result=passed\n", 0).status == "warn"
     assert check.check_rehearsal(load_site({**SITE, "offsite": {}}), "REHEARSAL at=1 result=failed step=fetch reason=x\n", 9) is None
+
+
+def task_with(host, monkeypatch, out: subprocess.CompletedProcess):
+    """`fab offsite.rehearse` against a connection whose one remote command gives what the script gave here."""
+    from fabric import Config, Connection
+
+    from sum_tasks.cli import offsite as tasks
+    from sum_tasks.commands.script import Result
+
+    sent = []
+
+    def run(conn, script, **kwargs):
+        sent.append((script, kwargs))
+        return Result(out.returncode, out.stdout, out.stderr)
+
+    monkeypatch.setattr(tasks, "run", run)
+    conn = Connection("deploy@vps.invalid", config=Config(overrides={"sum": SITE, "run": {"in_stream": False}}))
+    return lambda: tasks.rehearse(conn), sent
+
+
+def test_the_task_shows_the_scripts_run_and_refuses_a_locked_site(host, monkeypatch, capsys):
+    from invoke.exceptions import Exit
+
+    from sum_tasks.host.output import StepFailed
+
+    rehearse, sent = task_with(host, monkeypatch, host.run("--by", "op@laptop"))
+    rehearse()
+    script, kwargs = sent[0]
+    assert script.text.startswith("/usr/local/bin/sum-acme-offsite rehearse latest --by ") and kwargs["as_"] == "deploy"
+    shown = capsys.readouterr().out
+    assert f"{DUMP} of snapshot 1a2b3c4d" in shown and "12 tables, 5,012 rows" in shown
+    assert f"offsite.rehearse latest: rehearsed {DUMP} from the off-site repository" in shown
+
+    host.db(RESTORE_FAILED, ROLLED_BACK, 1)
+    rehearse, _ = task_with(host, monkeypatch, host.run())
+    with pytest.raises(StepFailed) as failed:
+        rehearse()
+    assert failed.value.step == "restore into the scratch database" and "failed and was rolled back" in failed.value.reason
+
+    holder = host.hold_lock(30)
+    try:
+        rehearse, _ = task_with(host, monkeypatch, host.run())
+    finally:
+        holder.kill()
+        holder.wait()
+    with pytest.raises(Exit) as locked:
+        rehearse()
+    assert locked.value.code == 3 and "site acme on vps.invalid is locked: release v2 by op@laptop" in str(locked.value.message)
