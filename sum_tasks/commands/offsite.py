@@ -99,10 +99,10 @@ class Status:
 
 def parse_status(text: str) -> Status | None:
     line = next((line for line in text.splitlines() if line.startswith("OFFSITE ")), "")
-    fields = dict(part.split("=", 1) for part in line.split()[1:] if "=" in part)
-    if not fields.get("at", "").isdigit() or not fields.get("snapshot"):
+    got = fields(line)
+    if not got.get("at", "").isdigit() or not got.get("snapshot"):
         return None
-    return Status(int(fields["at"]), fields["snapshot"], fields.get("dump", ""), fields)
+    return Status(int(got["at"]), got["snapshot"], got.get("dump", ""), got)
 
 
 @dataclass(frozen=True)
