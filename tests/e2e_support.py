@@ -1,6 +1,11 @@
-"""What the end-to-end tests share: the example site's `sum` settings, and which colour serves it."""
+"""What the end-to-end tests share: the example site's `sum` settings, which colour serves it, a webhook receiver."""
 
 import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from sum_tasks.commands.health import socket_colour
 
@@ -62,3 +67,42 @@ def served(pebble, site_ip: str, name: str, path: str = "/") -> str:
     """`status redirect_url` of https://name/path from the Pebble host, verified against Pebble's issuing root only."""
     return pebble.ssh(f"curl -s -o /dev/null -w '%{{http_code}} %{{redirect_url}}' --cacert /root/pebble-root.pem "
                       f"--resolve {name}:443:{site_ip} 'https://{name}{path}'", check=False).stdout
+
+
+class Receiver(ThreadingHTTPServer):
+    """Records every request: (method, path, body)."""
+
+    def __init__(self, address: str) -> None:
+        self.seen: list[tuple[str, str, bytes]] = []
+        super().__init__((address, 0), Handler)
+
+    def wait(self, count: int, timeout: float = 60) -> list[tuple[str, str, bytes]]:
+        deadline = time.monotonic() + timeout
+        while len(self.seen) < count and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return self.seen
+
+
+class Handler(BaseHTTPRequestHandler):
+    def _record(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.seen.append((self.command, self.path, body))
+        self.send_response(200)
+        self.end_headers()
+
+    do_GET = do_POST = _record
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def receiving(host) -> Iterator[tuple[Receiver, str]]:
+    """A `Receiver` on this machine's side of `host`'s link, serving while the block runs, and its base URL."""
+    receiver = Receiver(host.ip.rsplit(".", 1)[0] + ".1")
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    try:
+        yield receiver, f"http://{receiver.server_address[0]}:{receiver.server_address[1]}"
+    finally:
+        receiver.shutdown()
+        receiver.server_close()

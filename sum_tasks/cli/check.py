@@ -34,7 +34,8 @@ def check_host(c: Connection, site: Site, stream: io.StringIO | None = None) -> 
 
 @task(help={"parallel": "check several hosts (sum.hosts) at once"})
 def check(c: Context, parallel: bool = False) -> None:
-    """The ops smoke checklist: Redis, services, /health/, firewall, .env, disk, TLS, backups; non-zero exit on any fail."""
+    """The ops smoke checklist: Redis, services, /health/, firewall, .env, disk, TLS, backups, off-site copies and their
+    rehearsal; non-zero exit on any fail."""
     results = on_hosts(check_host, list(targets(c, role="admin")), parallel)
     failed = {host: [item.name for item in checks if item.status == "fail"] for host, checks in results.items()}
     failed = {host: names for host, names in failed.items() if names}

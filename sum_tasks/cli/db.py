@@ -47,6 +47,7 @@ from ..commands.backup import (
     verified_text,
 )
 from ..commands.colours import live_socket_script
+from ..commands.script import sections
 from ..configuration import Site
 from ..host.output import Report, StepError
 from ..host.runner import Result, host_label, run
@@ -307,8 +308,7 @@ def start_unit(c: Connection, unit: str) -> None:
 
 
 def rehearse_site(c: Connection, site: Site, report: Report, value: str = "") -> str:
-    """Restore a backup into the scratch database, check it, drop it; returns the backup's path."""
-    scratch = scratch_db_name(site)
+    """Restore a backup into the scratch database, check it, drop it (the backup script's ``rehearse``); returns the backup's path."""
     with site_lock(c, site, "db.rehearse"):
         if value:
             path = locate(c, site, report, value)
@@ -320,34 +320,51 @@ def rehearse_site(c: Connection, site: Site, report: Report, value: str = "") ->
                     raise StepError(f"no verified backup in {site.paths.backups}", "take one with `fab db.backup`")
                 path = f"{site.paths.backups}/{entry.name}"
                 step.note(entry.name)
-        verify(c, site, report, path)
-        with report.step(f"create scratch database {scratch}"):
-            start_unit(c, site.paths.scratch_create)
-        try:
-            with report.step("restore into the scratch database") as step:
-                result = run_db(c, site, ["restore", path, "--db", scratch, "--verified"])
-                if not result.ok:
-                    raise StepError(script_error(result), "this backup would not restore: take a new one with `fab db.backup`")
-                step.note(f"in {(first(result.stdout, 'RESTORED') or {}).get('seconds', '?')}s")
-            with report.step("tables and row counts") as step:
-                live, copy = (run_db(c, site, ["counts", db]) for db in (site.db_name, scratch))
-                if not (live.ok and copy.ok):
-                    raise StepError(script_error(live if not live.ok else copy))
-                notes, differences = compare_counts(parse_counts(live.stdout), parse_counts(copy.stdout))
-                if not parse_counts(copy.stdout):
-                    raise StepError("the restored copy has no tables")
-                step.note("; ".join(notes))
-                if differences:
-                    step.warn(f"differs from the live database now (it may have changed since the backup): {'; '.join(differences[:10])}")
-            with report.step("migrate --check") as step:
-                ok, text = migrate_verdict(run_db(c, site, ["migrate-check", scratch]).stdout)
-                if not ok:
-                    raise StepError(f"manage.py migrate --check against the restored copy failed:\n{text}")
-                step.note(text)
-        finally:
-            with report.step(f"drop scratch database {scratch}"):
-                start_unit(c, site.paths.scratch_drop)
+        with report.step(f"rehearse {path.rsplit('/', 1)[-1]} on the host"):
+            result = run_db(c, site, ["rehearse", path])
+        rehearsal_steps(report, site, result)
     return path
+
+
+def rehearsal_steps(report: Report, site: Site, result: Result) -> None:
+    """What the backup script's ``rehearse`` did, one step each (see ``commands/backup.py``); the first it did not get
+    through fails with its reason. ``offsite.rehearse`` shows its run the same way."""
+    out, why = result.stdout, script_error(result)
+    scratch = scratch_db_name(site)
+    parts = sections(out)
+    try:
+        with report.step("verify") as step:
+            info = first(out, "VERIFIED")
+            if info is None:
+                raise StepError(f"refused: {why}; nothing was touched", "pick another backup with `fab db.list`")
+            step.note(f"{format_size(int(info['size']))} in {info['seconds']}s, {verified_text(info)}")
+        with report.step(f"create scratch database {scratch}"):
+            if first(out, "SCRATCH") is None:
+                raise StepError(why, f"look at `journalctl -u {site.paths.scratch_create}` on the host; is the host provisioned with this version?")
+        with report.step("restore into the scratch database") as step:
+            restored = first(out, "RESTORED")
+            if restored is None:
+                raise StepError(why, "this backup would not restore: take a new one with `fab db.backup`")
+            step.note(f"in {restored.get('seconds', '?')}s")
+        with report.step("tables and row counts") as step:
+            if first(out, "COUNTED") is None:
+                raise StepError(why)
+            notes, differences = compare_counts(parse_counts(parts.get("live", "")), parse_counts(parts.get("copy", "")))
+            step.note("; ".join(notes))
+            if differences:
+                step.warn(f"differs from the live database now (it may have changed since the backup): {'; '.join(differences[:10])}")
+        with report.step("migrate --check") as step:
+            ok, text = migrate_verdict(parts.get("migrate", ""))
+            if not ok:
+                raise StepError(f"manage.py migrate --check against the restored copy failed:\n{text}")
+            if first(out, "REHEARSED") is None:
+                raise StepError(why)
+            step.note(text)
+    finally:
+        if "scratch" in parts:
+            with report.step(f"drop scratch database {scratch}"):
+                if first(out, "DROPPED") is None:
+                    raise StepError(why, f"look at `journalctl -u {site.paths.scratch_drop}` on the host")
 
 
 @task(help={"file": "the backup to rehearse (name, server path or local file); default: the newest verified backup"})

@@ -23,13 +23,17 @@ def site_lock(c: Connection, site: Site, action: str, then: str = "", timeout: f
     """
     with held(c, lock.hold_script(site, lock.holder_text(action, who()), then), lock.HELD, timeout) as got:
         if got.exited == lock.BUSY:
-            holder = read_holder(c, site) or "another task"
-            raise Exit(f"site {site.site_slug} on {c.host} is locked: {holder}. "
-                       "Wait for it to finish; if it is stuck, `fab unlock` ends it.", code=3)
+            raise locked(c, site, read_holder(c, site))
         if got.exited is not None:
             raise Exit(f"could not take the lock for {site.site_slug} on {c.host} (exit status {got.exited}): "
                        f"is {site.paths.root} provisioned?", code=3)
         yield got.output.split("LOCKED\n", 1)[1]
+
+
+def locked(c: Connection, site: Site, holder: str) -> Exit:
+    """The refusal of a task that found the site locked by `holder`."""
+    return Exit(f"site {site.site_slug} on {c.host} is locked: {holder or 'another task'}. "
+                "Wait for it to finish; if it is stuck, `fab unlock` ends it.", code=3)
 
 
 def read_holder(c: Connection, site: Site) -> str:

@@ -15,16 +15,20 @@ from invoke import Collection, Context, task
 from invoke.exceptions import Exit
 
 from ..commands import offsite, releases
+from ..commands.backup import first, records, script_error
 from ..commands.credentials import add_secret
+from ..commands.lock import BUSY
 from ..configuration import Site
 from ..host.output import Report, StepError
 from ..host.runner import host_label, run
-from ..host.targets import targets
-from .db import backup, rehearse_site, restore_site
-from .lock import site_lock
+from ..host.targets import targets, who
+from .db import backup, rehearsal_steps, restore_site
+from .lock import locked, site_lock
 from .release import do_release, local_repo
 
 SNAPSHOT_RE = re.compile(r"latest|[0-9a-f]{8,64}")
+# A fetch and a restore of a large database; the host's own run stops at 4 hours too (its unit's TimeoutStartSec=).
+REHEARSE_TIMEOUT = 4 * 3600
 
 
 def password_path(site: Site) -> Path:
@@ -132,17 +136,27 @@ def recover(c: Context, snapshot: str = "latest", source: str = "auto", i_know_t
 
 @task(help={"snapshot": "the snapshot whose dump to rehearse (an id from `fab offsite.snapshots`); default: the latest"})
 def rehearse(c: Context, snapshot: str = "latest") -> None:
-    """`db.rehearse` on a dump fetched from the off-site repository: proves the copies off the host restore."""
+    """`db.rehearse` on a dump fetched from the off-site repository, now: what the host's monthly timer runs; proves the
+    copies off the host restore. `check` shows the result."""
     validate_snapshot(snapshot)
     for conn, site, report in offsite_targets(c, f"offsite.rehearse {snapshot}"):
+        with report.step(f"rehearse snapshot {snapshot} on the host: fetch its dump, restore it into the scratch database"):
+            result = run(conn, offsite.rehearse_script(site, snapshot, who()), as_=site.deploy_user, check=False, timeout=REHEARSE_TIMEOUT)
+        if result.exited == BUSY:
+            raise locked(conn, site, next((rest for tag, rest in records(result.stdout) if tag == "LOCKED"), ""))
         with report.step(f"fetch the dump of snapshot {snapshot} from the off-site repository") as step:
-            result = run(conn, offsite.fetch_script(site, snapshot), check=False, timeout=3600)
-            path = offsite.parse_fetched(result.stdout)
-            if not result.ok or not path:
+            fetched = first(result.stdout, "FETCHED")
+            if fetched is None:
                 raise StepError(f"the fetch failed (exit {result.exited}): {result.stderr.strip()[-300:]}", "see `fab offsite.snapshots`")
-            step.note(path.rsplit("/", 1)[-1])
-        rehearse_site(conn, site, report, path)
-        report.summary(f"rehearsed {path.rsplit('/', 1)[-1]} from the off-site repository")
+            name = fetched.get("file", "").rsplit("/", 1)[-1]
+            step.note(f"{name} of snapshot {fetched.get('snapshot', '?')[:8]}")
+        rehearsal_steps(report, site, result)
+        with report.step("remove the fetched dump; the result for `check`") as step:
+            done = offsite.parse_rehearsal(result.stdout)
+            if done is None or not done.passed or not result.ok:
+                raise StepError(done.reason if done and done.reason else script_error(result), "see `fab logs --service offsite`")
+            step.note(done.detail())
+        report.summary(f"rehearsed {name} from the off-site repository")
 
 
 @task

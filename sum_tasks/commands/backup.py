@@ -9,7 +9,13 @@ installs the same script for the nightly timer. The protocol between it and Pyth
 - Results are lines ``TAG key=value ...`` on stdout, TAG upper case (`records`, `first`):
   ``BACKUP file= size= sha256= format= dump_seconds= verify_seconds=``;
   ``VERIFIED format= size= sha256= seconds=``; ``RESTORED db= seconds=``; ``PRUNED <name>``;
-  ``STOPPED <unit>``, ``STARTED <unit>``, ``START_FAILED <unit>``; ``WAITING <lock>`` (another backup holds it); ``MIGRATE rc=`` (or ``MIGRATE skipped``).
+  ``STOPPED <unit>``, ``STARTED <unit>``, ``START_FAILED <unit>``; ``WAITING <lock>`` (another backup holds it);
+  ``MIGRATE rc= verdict=ok|pending|failed pending=`` (or ``MIGRATE verdict=skipped``), after the ``@@migrate`` section
+  holding what manage.py said.
+- ``rehearse FILE`` prints ``VERIFIED``, ``SCRATCH db= seconds=`` (made), ``RESTORED``, ``COUNTED tables= rows= differing=
+  seconds=``, the ``@@live`` and ``@@copy`` counts, ``@@migrate`` and ``MIGRATE``, ``REHEARSED file= seconds=`` once all
+  passed; then, whatever happened once the scratch database was asked for, ``@@scratch`` and ``DROPPED db=`` (or
+  ``DROP_FAILED db=``). The first record missing names the step that failed.
 - ``list`` prints ``@@now`` (the host's clock), ``@@files`` (name, size, mtime, checksum, re-hashed
   checksum; tab-separated, ``-`` for none), ``@@service`` and ``@@timer`` (``systemctl show`` lines).
 - ``counts DB`` prints ``table<TAB>rows`` lines.
@@ -117,6 +123,8 @@ def script_context(site: Site, root: str = "") -> dict[str, object]:
         "systemctl": SYSTEMCTL,
         "db_user": site.db_user,
         "scratch_db": scratch_db_name(site),
+        "scratch_create": paths.scratch_create,
+        "scratch_drop": paths.scratch_drop,
         "format": site.backups.format,
     }
     return {
@@ -326,24 +334,26 @@ def parse_counts(stdout: str) -> dict[str, int]:
     return counts
 
 
-def migrate_verdict(stdout: str) -> tuple[bool, str]:
-    """Whether the live release's ``migrate --check --plan`` accepts the restored copy, and what to say.
+def migrate_verdict(section: str) -> tuple[bool, str]:
+    """Whether the live release's ``migrate --check --plan`` accepts the restored copy, and what to say, from the script's
+    ``@@migrate`` section: its ``MIGRATE`` verdict and the lines before it.
 
     Unapplied migrations (a backup taken before the release that added them) are not an error:
     a restore of it needs ``migrate``. Anything else (an exception, no connection) is.
     """
-    if first(stdout, "MIGRATE") is None and "MIGRATE skipped" not in stdout:
+    info = first(section, "MIGRATE")
+    if info is None:
         return False, "no answer from manage.py"
-    if "MIGRATE skipped" in stdout:
+    output = [line for line in section.splitlines() if line.strip() and not line.startswith("MIGRATE")]
+    verdict = info.get("verdict")
+    if verdict == "skipped":
         return True, "skipped: no release is live (no current/.venv)"
-    rc = first(stdout, "MIGRATE").get("rc", "?")
-    output = [line for line in stdout.splitlines() if line.strip() and not line.startswith("MIGRATE")]
-    if rc == "0":
+    if verdict == "ok":
         return True, "no unapplied migrations"
-    if output and output[0].startswith("Planned operations:"):
-        planned = [line.strip() for line in output[1:] if not line.startswith(" ")]
-        return True, f"{len(planned)} migrations not applied in this backup (a restore of it needs `migrate`): {', '.join(planned[:5])}"
-    return False, "\n".join(output[-8:]) or f"exit status {rc}"
+    if verdict == "pending":
+        return True, (f"{info.get('pending', '?')} migrations not applied in this backup (a restore of it needs `migrate`): "
+                      f"{', '.join(output[:5])}")
+    return False, "\n".join(output[-8:]) or f"exit status {info.get('rc', '?')}"
 
 
 def running_script(site: Site) -> Script:

@@ -75,6 +75,7 @@ def check_script(site: Site, project_dir: str = "") -> Script:
         "rc=$?; else rc=none; fi; echo @@deploy_check_status; echo \"$rc\"\n"
         "echo @@env_stat; stat -c '%a %U %G' .env 2>&1\n"
         f"echo @@offsite; cat {q(site.paths.offsite_status)} 2>/dev/null\n"
+        f"echo @@rehearsal; cat {q(site.paths.rehearsal_status)} 2>/dev/null\n"
         f"if [ \"$(id -u)\" = 0 ]; then echo @@ufw; ufw status verbose 2>&1; "
         "echo @@ssh_ports; sshd -T 2>/dev/null | awk '$1 == \"port\" {print $2}'; "
         f"else echo @@ufw; echo {NOT_ROOT}; fi\n"
@@ -260,6 +261,19 @@ def check_offsite(site: Site, text: str, now: int) -> Check | None:
     return Check("off-site", "ok", detail)
 
 
+def check_rehearsal(site: Site, text: str, now: int) -> Check | None:
+    """With `sum.offsite`, the last rehearsal from the off-site copy: a failed one fails, none yet is a warning."""
+    if not site.offsite.target:
+        return None
+    last = offsite.parse_rehearsal(text)
+    if last is None:
+        return Check("rehearsal", "warn", f"no rehearsal from the off-site copy yet: {site.paths.offsite_rehearse_timer} runs one on "
+                     f"sum.offsite.rehearse ({site.offsite.rehearse}); `fab offsite.rehearse` runs one now")
+    if not last.passed:
+        return Check("rehearsal", "fail", f"{last.describe(now)}; see `fab logs --service offsite`, then `fab offsite.rehearse`")
+    return Check("rehearsal", "ok", last.describe(now))
+
+
 def check_deploy(output: str, status: str) -> Check:
     """Django's `check --deploy` on the live release, as the app: its errors fail, its warnings warn, each by id."""
     ids = DJANGO_CHECK_ID.findall(output)
@@ -312,7 +326,7 @@ def judge(site: Site, output: str) -> list[Check]:
     if tls:
         checks.append(tls)
     checks += [check_backup(site, now, entries), check_timer(service, timer)]
-    checks += [c for c in (check_offsite(site, parts.get("offsite", ""), now),) if c]
+    checks += [c for c in (check_offsite(site, parts.get("offsite", ""), now), check_rehearsal(site, parts.get("rehearsal", ""), now)) if c]
     return checks + check_schedules(site, output)
 
 

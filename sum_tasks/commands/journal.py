@@ -21,7 +21,7 @@ def units(site: Site, service: str) -> list[str]:
     if service == "schedule":
         return [site.paths.schedule(name)[0] for name in site.schedule]
     if service == "offsite":
-        return [site.paths.offsite_service]
+        return [site.paths.offsite_service, site.paths.offsite_rehearse]
     return [site.paths.backup_service]
 
 

@@ -1,4 +1,5 @@
-"""The off-site copy's commands and what they print: the status line the copy leaves, and restic's snapshot list."""
+"""The off-site copy's commands and what they print: the status lines the copy and the rehearsal leave, and restic's
+snapshot list."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from datetime import UTC, datetime
 
 from ..configuration import Site
 from ..configuration.hostmap import systemctl
-from .backup import format_age
+from .backup import fields, format_age
+from .lock import BUSY
 from .script import Script, q
 
 # The backup machine's side: the one thing this site's key may run there.
@@ -20,6 +22,12 @@ def login(site: Site) -> tuple[str, int]:
     """``user@host`` and the port of `sum.offsite.target`."""
     target, _, port = site.offsite.target.partition(":")
     return target, int(port or 22)
+
+
+def script_context(site: Site) -> dict[str, object]:
+    """The off-site script's template values (its units' too)."""
+    target, port = login(site)
+    return {"site": site, "login": target, "port": port, "busy": BUSY}
 
 
 def known_hosts_line(site: Site) -> str:
@@ -48,14 +56,10 @@ def restore_script(site: Site, snapshot: str) -> Script:
                   f"{systemctl('start', site.paths.media_restore)}")
 
 
-def fetch_script(site: Site, snapshot: str) -> Script:
-    """Only the dump of `snapshot`, into recovery/backups/, for a rehearsal."""
-    return Script(f"fetch the dump of snapshot {snapshot}", f"{q(site.paths.offsite_script)} fetch {q(snapshot)}")
-
-
-def parse_fetched(text: str) -> str:
-    """The path of the dump a fetch put in recovery/backups/ ('' when none)."""
-    return next((line.split("=", 1)[1] for line in text.splitlines() if line.startswith("FETCHED file=")), "")
+def rehearse_script(site: Site, snapshot: str, by: str) -> Script:
+    """The off-site script's rehearsal of `snapshot`, as the timer runs it but refused at once when the site is locked
+    (exit `BUSY`); `by` names who asked, for the lock's holder line."""
+    return Script(f"rehearse snapshot {snapshot}", f"{q(site.paths.offsite_script)} rehearse {q(snapshot)} --by {q(by)}")
 
 
 def parse_restored(text: str) -> tuple[str, dict | None]:
@@ -95,10 +99,45 @@ class Status:
 
 def parse_status(text: str) -> Status | None:
     line = next((line for line in text.splitlines() if line.startswith("OFFSITE ")), "")
-    fields = dict(part.split("=", 1) for part in line.split()[1:] if "=" in part)
-    if not fields.get("at", "").isdigit() or not fields.get("snapshot"):
+    got = fields(line)
+    if not got.get("at", "").isdigit() or not got.get("snapshot"):
         return None
-    return Status(int(fields["at"]), fields["snapshot"], fields.get("dump", ""), fields)
+    return Status(int(got["at"]), got["snapshot"], got.get("dump", ""), got)
+
+
+@dataclass(frozen=True)
+class Rehearsal:
+    """The last rehearsal from the off-site copy, from its status line (``REHEARSAL at=... result=passed|failed ...``)."""
+
+    at: int
+    passed: bool
+    fields: dict[str, str]
+    reason: str
+
+    def detail(self) -> str:
+        """What was rehearsed and what it found (or, failed, where and why)."""
+        got = self.fields
+        source = f"{got.get('dump', '-')} of snapshot {got.get('snapshot', '?')[:8]}"
+        if not self.passed:
+            return f"at {got.get('step', '?')}: {self.reason or 'no reason given'} ({source})"
+        rows = got.get("rows", "")
+        migrations = (f"{got.get('pending', '?')} migrations not applied in it" if got.get("migrations") == "pending"
+                      else f"migrate --check {got.get('migrations', '?')}")
+        return (f"{source}, {got.get('tables', '?')} tables, {f'{int(rows):,}' if rows.isdigit() else '?'} rows, {migrations}, "
+                f"{got.get('seconds', '?')}s")
+
+    def describe(self, now: int) -> str:
+        return f"{'passed' if self.passed else 'FAILED'} {format_age(now - self.at)} ago{':' if self.passed else ''} {self.detail()}"
+
+
+def parse_rehearsal(text: str) -> Rehearsal | None:
+    """The ``REHEARSAL`` line of the status file (or of a rehearsal's output); None when there is none."""
+    line = next((line for line in reversed(text.splitlines()) if line.startswith("REHEARSAL ")), "")
+    head, _, reason = line.partition(" reason=")
+    got = fields(head)
+    if not got.get("at", "").isdigit() or got.get("result") not in ("passed", "failed"):
+        return None
+    return Rehearsal(int(got["at"]), got["result"] == "passed", got, reason.strip())
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,7 @@ file  {offsite_known_hosts} 0644 root:root the backup machine's host key, the on
 file  {restic_password} 0640 root:{user}  the off-site repository's encryption password (a copy of the operator's `offsite.password_file`)
 file  {offsite_script} 0755 root:root     the off-site copy: restic sends the newest verified dump and media/ to the backup machine
 file  {offsite_status} 0600 {user}:{user} the last good off-site copy: time, snapshot, dump (read by `check`)
+file  {rehearsal_status} 0600 {user}:{user} the last rehearsal from the off-site copy: time, result, snapshot, dump, why it failed (read by `check`)
 file  {acme_root}    0644  root:root      the root certificate of `sum.acme_ca`'s own HTTPS (with `sum.acme_ca_root`), which Caddy trusts for it
 """
 
@@ -154,6 +155,9 @@ class HostMap:
         self.offsite_script = f"/usr/local/bin/{self.unit_prefix}-offsite"
         self.offsite_status = f"{self.backups}/.offsite"
         self.offsite_service = f"{self.unit_prefix}-offsite.service"
+        self.rehearsal_status = f"{self.backups}/.rehearsal"
+        self.offsite_rehearse = f"{self.unit_prefix}-offsite-rehearse.service"
+        self.offsite_rehearse_timer = f"{self.unit_prefix}-offsite-rehearse.timer"
         self.media_restore = f"{self.unit_prefix}-media-restore.service"
         self.alert_conf = f"{ETC}/{self.unit_prefix}-alert.curl"
         self.alert_script = f"/usr/local/bin/{self.unit_prefix}-alert"
@@ -221,7 +225,8 @@ class HostMap:
         """Every path of the site with its owner, group and mode (`TABLE`); directories first, in the order provision makes them."""
         names = {**vars(self), "srv": SRV, "etc": ETC, "web": WEB_GROUP, "user": self.site.deploy_user, "app": self.app_user}
         units = [self.gunicorn_template, self.celery, self.celery_beat, self.redis, self.media_mount, self.backup_service, self.backup_timer,
-                 self.scratch_create, self.scratch_drop, self.standby_service, self.standby_timer, self.alert_template, self.offsite_service, self.media_restore, *(u for name in self.site.schedule for u in self.schedule(name))]
+                 self.scratch_create, self.scratch_drop, self.standby_service, self.standby_timer, self.alert_template, self.offsite_service, self.media_restore,
+                 self.offsite_rehearse, self.offsite_rehearse_timer, *(u for name in self.site.schedule for u in self.schedule(name))]
         rows = [line.split(None, 4) for line in TABLE.strip().splitlines()]
         rows += [["file", self.unit_file(u), "0644", "root:root", "systemd unit"] for u in units]
         return [Entry(kind, path.format(**names), int(mode, 8), *owner.format(**names).split(":"), what)
@@ -237,7 +242,8 @@ class HostMap:
         """(verb, unit): everything the deploy user may run as root. Nothing else, no wildcard."""
         rules = [(verb, self.colour(c).unit) for c in COLOURS for verb in COLOUR_VERBS]
         rules += [(verb, unit) for unit in self.celery_units() for verb in CELERY_VERBS]
-        starts = [self.backup_service, self.scratch_create, self.scratch_drop] + ([self.offsite_service, self.media_restore] if self.site.offsite.target else [])
+        offsite = [self.offsite_service, self.media_restore, self.offsite_rehearse] if self.site.offsite.target else []
+        starts = [self.backup_service, self.scratch_create, self.scratch_drop, *offsite]
         return rules + [("start", unit) for unit in starts]
 
     def sudo_commands(self) -> list[str]:

@@ -297,6 +297,9 @@ class Offsite:
                                  "provision (0600) and copied to the VPS; recovery needs it: keep it in the agency's password manager",
                                  _optional(_match(re.compile(r"^[^\0\n]{1,4096}$"), "must be a path")),
                                  default_text="`~/.config/sum_tasks/<slug>.restic-password`")
+    rehearse: str = setting("monthly", "a systemd `OnCalendar` expression", "when the host rehearses a restore of the latest snapshot's "
+                            "dump into a scratch database (up to an hour later, at random); a failure alerts, `check` shows the last "
+                            "result", _match(ONCALENDAR_RE, "must be a systemd OnCalendar expression (`monthly`, `*-*-01 05:00:00`)"))
 
 
 @dataclass(frozen=True)

@@ -1,26 +1,29 @@
-"""Off-site copies: restic, the site's SSH key for the backup machine, its host key, the password, the script and unit."""
+"""Off-site copies: restic, the site's SSH key for the backup machine, its host key, the password, the script, its unit,
+and the timer that rehearses a restore from them."""
 
 from __future__ import annotations
 
-from ..commands.offsite import known_hosts_line, login
+from ..commands.offsite import known_hosts_line, script_context
 from ..commands.script import q
 from ..commands.templating import render
 from ..configuration import Site
-from .base import Op, absent_op, file_op
+from .base import Op, absent_op, enabled_op, file_op
 from .packages import APT
 from .units import DAEMON_RELOAD
 
 
 def offsite_ops(site: Site, password: str, project_dir: str = "") -> list[Op]:
-    """With `sum.offsite.target`, everything the copy needs; without, none of it (the operator keeps the password)."""
+    """With `sum.offsite.target`, everything the copy and its rehearsal need; without, none of it (the operator keeps the
+    password; the last rehearsal's status line stays, unread)."""
     paths, user = site.paths, site.deploy_user
-    key = paths.offsite_key
+    key, timer = paths.offsite_key, paths.offsite_rehearse_timer
     if not site.offsite.target:
         return [absent_op("no off-site copy", [paths.offsite_script, paths.unit_file(paths.offsite_service),
-                                               paths.unit_file(paths.media_restore), paths.restic_password,
-                                               paths.offsite_known_hosts, key, f"{key}.pub"], then=DAEMON_RELOAD)]
-    target, port = login(site)
-    ctx = {"site": site, "login": target, "port": port}
+                                               paths.unit_file(paths.media_restore), paths.unit_file(paths.offsite_rehearse),
+                                               paths.unit_file(timer), paths.restic_password, paths.offsite_known_hosts,
+                                               key, f"{key}.pub"],
+                          before=f"systemctl disable --now {q(timer)} 2>/dev/null || true", then=DAEMON_RELOAD)]
+    ctx = script_context(site)
     return [
         Op("restic installed", "command -v restic >/dev/null", f"{APT} install restic || {{ {APT} update && {APT} install restic; }}"),
         Op(
@@ -34,4 +37,9 @@ def offsite_ops(site: Site, password: str, project_dir: str = "") -> list[Op]:
         file_op("off-site unit", paths.unit_file(paths.offsite_service), render("offsite.service.j2", ctx, project_dir), then=DAEMON_RELOAD),
         file_op("media recovery unit", paths.unit_file(paths.media_restore), render("media-restore.service.j2", ctx, project_dir),
                 then=DAEMON_RELOAD),
+        file_op("off-site rehearsal unit", paths.unit_file(paths.offsite_rehearse),
+                render("offsite-rehearse.service.j2", ctx, project_dir), then=DAEMON_RELOAD),
+        file_op("off-site rehearsal timer", paths.unit_file(timer), render("offsite-rehearse.timer.j2", ctx, project_dir),
+                then=f"{DAEMON_RELOAD} && systemctl try-restart {q(timer)}"),
+        enabled_op("off-site rehearsal timer", timer),
     ]

@@ -1,7 +1,9 @@
-"""Shared pieces of the end-to-end tests: a client repo wired to booted hosts."""
+"""Shared pieces of the end-to-end tests: a client repo wired to booted hosts, a webhook receiver."""
+
+from contextlib import ExitStack
 
 import pytest
-from e2e_support import site_config
+from e2e_support import receiving, site_config
 
 from sum_tasks.testing.client import make_client
 
@@ -14,3 +16,10 @@ def client_for(tmp_path):
         return make_client(tmp_path / "client", site_config(host, **changes), {"vps": (host, user)}, vendored=vendored)
 
     return make
+
+
+@pytest.fixture
+def webhook():
+    """`webhook(host)`: a receiver `host` reaches, and its base URL, serving until the test ends (for hosts booted in the test)."""
+    with ExitStack() as stack:
+        yield lambda host: stack.enter_context(receiving(host))

@@ -2,51 +2,19 @@
 HTTP receiver on the test network (this machine's side of the host's link), and neither URL shows in any argv."""
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from e2e_support import site_config
+from e2e_support import receiving, site_config
 
 from sum_tasks.testing.client import make_client
 
 pytestmark = pytest.mark.e2e
 
 
-class Receiver(ThreadingHTTPServer):
-    """Records every request: (method, path, body)."""
-
-    def __init__(self, address: str) -> None:
-        self.seen: list[tuple[str, str, bytes]] = []
-        super().__init__((address, 0), Handler)
-
-    def wait(self, count: int, timeout: float = 60) -> list[tuple[str, str, bytes]]:
-        deadline = time.monotonic() + timeout
-        while len(self.seen) < count and time.monotonic() < deadline:
-            time.sleep(0.2)
-        return self.seen
-
-
-class Handler(BaseHTTPRequestHandler):
-    def _record(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.server.seen.append((self.command, self.path, body))
-        self.send_response(200)
-        self.end_headers()
-
-    do_GET = do_POST = _record
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 def test_a_failed_backup_alerts_the_webhook_and_a_good_one_pings(host_factory, tmp_path):
     host = host_factory(suite="bookworm")
-    receiver = Receiver(host.ip.rsplit(".", 1)[0] + ".1")
-    threading.Thread(target=receiver.serve_forever, daemon=True).start()
-    base = f"http://{receiver.server_address[0]}:{receiver.server_address[1]}"
-    try:
+    with receiving(host) as (receiver, base):
         client = make_client(tmp_path / "client", site_config(host, alerts={
             "webhook": f"{base}/hooks/T0/secret-hook-token", "success_url": f"{base}/ping/secret-ping-uuid"}), {"vps": (host, "root")})
         client.fab("provision")
@@ -83,6 +51,3 @@ def test_a_failed_backup_alerts_the_webhook_and_a_good_one_pings(host_factory, t
         client.fab("provision")
         assert host.ssh("ls /etc/sum/sum-acme-alert.curl /etc/sum/sum-acme-ping.curl", check=False).returncode != 0
         assert "OnFailure" not in host.ssh("cat /etc/systemd/system/sum-acme-backup.service").stdout
-    finally:
-        receiver.shutdown()
-        receiver.server_close()

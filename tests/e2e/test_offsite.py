@@ -1,8 +1,9 @@
 """`sum.offsite`: the newest verified dump and media/ go, encrypted, into an append-only restic repository on a second
 host reached over SSH (`rclone serve restic --stdio --append-only` forced by `authorized_keys`, set up as the runbook
 says). The VPS can add snapshots and never delete them; the backup machine sees no plaintext; the operator's password
-file alone restores the data there."""
+file alone restores the data there. The host rehearses a restore from them on a timer, and a failed rehearsal alerts."""
 
+import json
 import re
 import shlex
 import time
@@ -19,6 +20,7 @@ MARKER = "plain-media-marker-5f1c"
 NOTES = "INSERT INTO notes_note (title, body, created_at) SELECT 'note ' || g, md5(g::text), '2026-01-01' FROM generate_series(1, 500) g"
 FINGERPRINT = "runuser -u postgres -- psql -d acme -tAc \"SELECT count(*) || ' ' || md5(string_agg(n::text, ',' ORDER BY n.id)) FROM notes_note n\""
 MEDIA = "cd /srv/sum/acme/media && find . -type f | sort | xargs sha256sum && find . -printf '%y %u %g %p\\n' | sort"
+REHEARSAL = "/srv/sum/acme/backups/.rehearsal"
 SAMPLER = ("nohup sh -c 'while :; do cat /proc/[0-9]*/cmdline 2>/dev/null | tr \"\\0\" \" \"; echo; sleep 0.02; done' "
            ">/root/argv.log 2>&1 & echo $! > /root/sampler.pid")
 
@@ -27,8 +29,9 @@ def status_field(line: str, name: str) -> str:
     return re.search(rf"\b{name}=(\S*)", line).group(1)
 
 
-def test_offsite_copies_are_encrypted_append_only_and_restorable(host_factory, tmp_path):
+def test_offsite_copies_are_encrypted_append_only_and_restorable(host_factory, tmp_path, webhook):
     site, backup = host_factory.many({"suite": "bookworm"}, {"suite": "bookworm"})
+    receiver, base = webhook(site)
     # The backup machine, as the runbook sets it up: rclone and restic, one user, one directory per site.
     backup.ssh("apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q rclone restic >/dev/null", timeout=600)
     backup.ssh("useradd -m -s /bin/sh restic && install -d -o restic -g restic -m 0700 /srv/restic ~restic/.ssh")
@@ -37,8 +40,12 @@ def test_offsite_copies_are_encrypted_append_only_and_restorable(host_factory, t
 
     build_site_repo(tmp_path / "site")
     client = make_client(tmp_path / "site", site_config(site, offsite={"target": f"restic@{backup.ip}", "host_key": host_key,
-                                                                       "password_file": str(password_file)}), {"vps": (site, "root")})
+                                                                       "password_file": str(password_file)},
+                                                        alerts={"webhook": f"{base}/hooks/offsite-hook-token"}), {"vps": (site, "root")})
     client.fab("provision")
+    assert "provision: 0 changed" in client.fab("provision").stdout
+    assert site.ssh("systemctl is-enabled sum-acme-offsite-rehearse.timer && systemctl is-active sum-acme-offsite-rehearse.timer "
+                    "&& systemctl show -p NextElapseUSecRealtime --value sum-acme-offsite-rehearse.timer").stdout.strip()
     password = password_file.read_text()
     assert len(password) >= 32 and oct(password_file.stat().st_mode & 0o777) == "0o600"
     assert site.ssh("stat -c '%a %U %G' /etc/sum/sum-acme-restic.password /etc/sum/sum-acme-offsite.key").stdout.split() == \
@@ -81,6 +88,43 @@ def test_offsite_copies_are_encrypted_append_only_and_restorable(host_factory, t
     # A rehearsal from the off-site copy: its dump restores into the scratch database and passes migrate --check.
     rehearsed = client.fab("-H", "deploy@vps", "offsite.rehearse").stdout
     assert re.search(r"rehearsed acme_db_\S+ from the off-site repository", rehearsed) and "migrate --check" in rehearsed, rehearsed
+    by_task = site.ssh(f"cat {REHEARSAL}").stdout
+    assert "result=passed" in by_task, by_task
+
+    # The monthly timer's run, started as the timer starts it, while a release holds the site lock for 6 s: it waits, then passes,
+    # and check shows it.
+    site.ssh("(nohup flock -o /srv/sum/acme/.lock sleep 6 </dev/null >/dev/null 2>&1 &); while flock -n /srv/sum/acme/.lock true; do sleep 0.05; done")
+    started = time.monotonic()
+    site.ssh("systemctl start sum-acme-offsite-rehearse.service", timeout=900)
+    took = time.monotonic() - started
+    by_timer = site.ssh(f"cat {REHEARSAL}").stdout
+    assert by_timer != by_task and "result=passed" in by_timer, by_timer
+    waited = took - int(status_field(by_timer, "seconds"))
+    assert waited > 4, (took, by_timer)
+    assert by_timer.strip() in site.ssh("journalctl -o cat -u sum-acme-offsite-rehearse.service").stdout.splitlines()
+    assert site.ssh("ls /srv/sum/acme/recovery/backups", check=False).returncode != 0, "the fetched dump must go"
+    assert "rehearse-acme" not in site.ssh("runuser -u postgres -- psql -XAtc 'SELECT datname FROM pg_database'").stdout
+    checks = client.fab("check").stdout
+    assert re.search(r"^  ok\s+rehearsal\s+passed \d+s ago: acme_db_\S+ of snapshot [0-9a-f]{8}, \d+ tables, [\d,]+ rows, "
+                     r"migrate --check ok", checks, re.MULTILINE), checks
+    print(f"rehearsal from the off-site copy by its unit: {took:.1f}s, {waited:.1f}s of them waiting for the lock")
+
+    # Broken for real: for one run the deploy user cannot read the repository's password, so not the repository. The unit
+    # fails, the webhook hears which, and check fails naming the step and the reason.
+    site.ssh("chmod 600 /etc/sum/sum-acme-restic.password")
+    assert site.ssh("systemctl start sum-acme-offsite-rehearse.service", check=False, timeout=900).returncode != 0
+    site.ssh("chmod 640 /etc/sum/sum-acme-restic.password")
+    seen = receiver.wait(1)
+    assert [(m, p) for m, p, _ in seen] == [("POST", "/hooks/offsite-hook-token")], seen
+    alert = json.loads(seen[0][2])
+    assert alert["event"] == "failure" and alert["unit"] == "sum-acme-offsite-rehearse.service" and alert["site"] == "acme", alert
+    failed = client.fab("check", check=False)
+    assert failed.returncode != 0 and re.search(r"^  fail\s+rehearsal\s+FAILED \d+s ago at fetch: \S", failed.stdout, re.MULTILINE), \
+        failed.stdout
+    assert "rehearsal" in failed.stderr, failed.stderr
+    # Readable again, the next run passes and check with it.
+    site.ssh("systemctl start sum-acme-offsite-rehearse.service", timeout=900)
+    assert "result=passed" in site.ssh(f"cat {REHEARSAL}").stdout and len(receiver.seen) == 1
 
     # Append-only: with the VPS's own key and password, forgetting a snapshot fails and every snapshot stays;
     # a shell command through that key runs nothing but the forced rclone.
@@ -100,7 +144,8 @@ def test_offsite_copies_are_encrypted_append_only_and_restorable(host_factory, t
         assert as_app(site, f"sum-acme-gunicorn@{live_colour(site)}.service", f"cat {path}").returncode != 0, path
     site.ssh("kill $(cat /root/sampler.pid)")
     assert password not in site.ssh("cat /root/argv.log").stdout
-    assert password not in site.ssh("journalctl -o cat --no-pager").stdout and password not in first
+    journal = site.ssh("journalctl -o cat --no-pager").stdout
+    assert password not in journal and password not in first and "offsite-hook-token" not in journal
     checks = client.fab("check").stdout
     assert re.search(r"^  ok\s+off-site\s+snapshot \w{8} of acme_db_", checks, re.MULTILINE), checks
 

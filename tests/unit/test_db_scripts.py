@@ -212,11 +212,13 @@ def test_row_counts_compared_with_live():
 
 
 def test_migrate_verdicts():
-    assert db.migrate_verdict("MIGRATE skipped\n") == (True, "skipped: no release is live (no current/.venv)")
-    assert db.migrate_verdict("  No planned migration operations.\nMIGRATE rc=0\n") == (True, "no unapplied migrations")
-    ok, text = db.migrate_verdict("Planned operations:\nnotes.0002_note_pinned\n    Add field pinned to note\nMIGRATE rc=1\n")
+    """The script judges (`verdict=`); these say what its verdict means, from its ``@@migrate`` section."""
+    assert db.migrate_verdict("MIGRATE verdict=skipped\n") == (True, "skipped: no release is live (no current/.venv)")
+    assert db.migrate_verdict("  No planned migration operations.\nMIGRATE rc=0 verdict=ok pending=0\n") == (True, "no unapplied migrations")
+    ok, text = db.migrate_verdict("notes.0002_note_pinned\nMIGRATE rc=1 verdict=pending pending=1\n")
     assert ok and text.startswith("1 migrations not applied") and "notes.0002_note_pinned" in text
-    ok, text = db.migrate_verdict('Traceback (most recent call last):\n  ...\nrelation "django_migrations" does not exist\nMIGRATE rc=1\n')
+    ok, text = db.migrate_verdict('Traceback (most recent call last):\n  ...\nrelation "django_migrations" does not exist\n'
+                                  "MIGRATE rc=1 verdict=failed pending=0\n")
     assert not ok and "django_migrations" in text
     assert db.migrate_verdict("") == (False, "no answer from manage.py")
 
@@ -342,6 +344,9 @@ STUBS = {
     """,
     "psql": """\
         printf '%s\\n' "$@" >> "$STUB/psql.argv"
+        db="" prev=""
+        for a in "$@"; do if [ "$prev" = -d ]; then db=$a; fi; prev=$a; done
+        if printf '%s\\n' "$@" | grep -qx -- -c; then cat "$STUB/counts.$db" 2>/dev/null; exit 0; fi
         cat > "$STUB/psql.stdin"
         exit "$(cat "$STUB/psql.rc" 2>/dev/null || echo 0)"
     """,
@@ -350,6 +355,8 @@ STUBS = {
     """,
     "sudo": """\
         echo "$*" >> "$STUB/sudo.log"
+        if grep -qxF -- "$*" "$STUB/sudo.fail" 2>/dev/null; then echo "Job failed" >&2; exit 1; fi
+        if grep -qxF -- "$*" "$STUB/sudo.slow" 2>/dev/null; then touch "$STUB/sudo.waiting"; sleep 30 || true; fi
     """,
 }
 
@@ -579,3 +586,136 @@ def test_list_reports_files_and_rehashes_on_request(host, site):
 def test_script_command_quotes_every_argument(site):
     command = Script("backup script", "echo hi", shell="bash", args=("restore", "/srv/x y.sql.gz; rm -rf /", "--app", "u")).command()
     assert command == "bash -c 'echo hi' sum restore '/srv/x y.sql.gz; rm -rf /' --app u"
+
+
+# ---------------------------------------------------------------- rehearse: the one implementation db.rehearse, offsite.rehearse and the timer run
+
+LIVE_COUNTS = "public.notes_note\t500\npublic.auth_user\t3\n"
+MIGRATE_PENDING = "Planned operations:\nnotes.0002_note_pinned\n    Add field pinned to note\nnotes.0003_x\n    Raw SQL operation\n"
+CREATE = "-n /usr/bin/systemctl start sum-acme-kitchens-scratchdb-create.service"
+DROP = "-n /usr/bin/systemctl start sum-acme-kitchens-scratchdb-drop.service"
+
+
+def rehearsal_host(host, copy_counts=LIVE_COUNTS, migrate="No planned migration operations.\n", migrate_rc=0, sleep=0):
+    """The live release's manage.py as a stub printing `migrate`; the live and restored databases' row counts."""
+    app = host.root / "current"
+    (app / ".venv" / "bin").mkdir(parents=True)
+    (app / "manage.py").write_text("")
+    (host.stub / "migrate.out").write_text(migrate)
+    python = app / ".venv" / "bin" / "python"
+    python.write_text(f'#!/bin/bash\necho "$DJANGO_DB_NAME" > "$STUB/migrate.db"\nsleep {sleep}\ncat "$STUB/migrate.out"\nexit {migrate_rc}\n')
+    python.chmod(0o755)
+    (host.stub / "counts.acme_kitchens").write_text(LIVE_COUNTS)
+    (host.stub / "counts.rehearse-acme_kitchens").write_text(copy_counts)
+    return host.backup_file("acme-kitchens_db_20260101T000000Z.sql.gz")
+
+
+def rendered(site, result) -> tuple[str, str]:
+    """`rehearsal_steps`' report of the script's run, and the failure it raised ('' when none)."""
+    import io
+
+    from sum_tasks.commands.script import Result as ScriptResult
+    from sum_tasks.host.output import Report, StepFailed
+
+    stream = io.StringIO()
+    try:
+        db_tasks.rehearsal_steps(Report("db.rehearse", "vps", stream), site, ScriptResult(result.returncode, result.stdout, result.stderr))
+    except StepFailed as err:
+        return stream.getvalue(), f"at step '{err.step}': {err.reason}"
+    return stream.getvalue(), ""
+
+
+def test_rehearse_restores_into_the_scratch_database_checks_it_and_drops_it(host, site):
+    good = rehearsal_host(host, copy_counts="public.notes_note\t498\npublic.auth_user\t3\n")
+    out = host.run("rehearse", str(good))
+    assert out.returncode == 0, out.stderr
+    assert (host.stub / "sudo.log").read_text().splitlines() == [CREATE, DROP]
+    assert "-d\nrehearse-acme_kitchens\n" in (host.stub / "psql.argv").read_text() and DUMP in (host.stub / "psql.stdin").read_text()
+    assert (host.stub / "migrate.db").read_text().strip() == "rehearse-acme_kitchens"
+    tags = [t for t, _ in db.records(out.stdout)]
+    assert tags == ["VERIFIED", "SCRATCH", "RESTORED", "COUNTED", "MIGRATE", "REHEARSED", "DROPPED"], out.stdout
+    assert db.first(out.stdout, "COUNTED") | {"seconds": ""} == {"tables": "2", "rows": "501", "differing": "1", "seconds": ""}
+    assert db.first(out.stdout, "MIGRATE") == {"rc": "0", "verdict": "ok", "pending": "0"}
+    report, failure = rendered(site, out)
+    assert failure == "" and "2 tables, 501 rows" in report and "public.notes_note: 498 restored, 500 live" in report
+    assert "no unapplied migrations" in report and "drop scratch database rehearse-acme_kitchens" in report
+
+
+def test_rehearse_counts_migrations_a_backup_predates_and_passes(host, site):
+    good = rehearsal_host(host, migrate=MIGRATE_PENDING, migrate_rc=1)
+    out = host.run("rehearse", str(good))
+    assert out.returncode == 0, out.stderr
+    assert db.first(out.stdout, "MIGRATE") == {"rc": "1", "verdict": "pending", "pending": "2"}
+    report, failure = rendered(site, out)
+    assert not failure and "2 migrations not applied in this backup" in report and "notes.0002_note_pinned, notes.0003_x" in report
+
+
+@pytest.mark.parametrize("case,step,reason", [
+    ("restore fails", "restore into the scratch database", "failed and was rolled back"),
+    ("no tables", "tables and row counts", "the restored copy has no tables"),
+    ("migrate fails", "migrate --check", 'relation "django_migrations" does not exist'),
+    ("scratch not made", "create scratch database rehearse-acme_kitchens", "could not create the scratch database"),
+])
+def test_a_failed_rehearsal_drops_the_scratch_database_and_names_its_step(host, site, case, step, reason):
+    good = rehearsal_host(host, copy_counts="" if case == "no tables" else LIVE_COUNTS,
+                          migrate='Traceback (most recent call last):\nrelation "django_migrations" does not exist\n',
+                          migrate_rc=1 if case == "migrate fails" else 0)
+    if case == "restore fails":
+        (host.stub / "psql.rc").write_text("3")
+    if case == "scratch not made":
+        (host.stub / "sudo.fail").write_text(CREATE + "\n")
+    out = host.run("rehearse", str(good))
+    assert out.returncode != 0 and reason in out.stdout + out.stderr, (out.stdout, out.stderr)
+    assert (host.stub / "sudo.log").read_text().splitlines() == [CREATE, DROP]
+    assert db.first(out.stdout, "DROPPED") == {"db": "rehearse-acme_kitchens"} and db.first(out.stdout, "REHEARSED") is None
+    report, failure = rendered(site, out)
+    assert f"at step '{step}'" in failure and reason in failure, failure
+    assert "drop scratch database rehearse-acme_kitchens" in report
+
+
+def test_a_broken_backup_is_refused_before_a_scratch_database_is_made(host, site):
+    rehearsal_host(host)
+    bad = host.backups / "bad.sql.gz"
+    bad.write_bytes(b"\x1f\x8b" + b"junk" * 10)
+    out = host.run("rehearse", str(bad))
+    assert out.returncode != 0 and "corrupt or truncated" in out.stderr
+    assert not (host.stub / "sudo.log").exists() and not (host.stub / "psql.stdin").exists()
+    report, failure = rendered(site, out)
+    assert "at step 'verify'" in failure and "drop scratch" not in report
+
+
+def test_a_drop_that_fails_fails_the_rehearsal(host, site):
+    good = rehearsal_host(host)
+    (host.stub / "sudo.fail").write_text(DROP + "\n")
+    out = host.run("rehearse", str(good))
+    assert out.returncode != 0 and "could not drop rehearse-acme_kitchens" in out.stderr
+    assert db.first(out.stdout, "DROP_FAILED") == {"db": "rehearse-acme_kitchens"}
+    assert "at step 'drop scratch database rehearse-acme_kitchens'" in rendered(site, out)[1]
+
+
+@pytest.mark.parametrize("how,status", [("SIGTERM", 143), ("SIGHUP", 129), ("closed connection", 141)])
+def test_a_stopped_rehearsal_still_drops_the_scratch_database(host, how, status):
+    """systemd stopping the unit (TERM), a task's session hanging up (HUP) or its output closing (the next `say` then
+    raises PIPE, which ends bash without its EXIT trap unless trapped) while the scratch database is being made: it is
+    dropped all the same."""
+    import signal
+
+    good = rehearsal_host(host)
+    (host.stub / "sudo.slow").write_text(CREATE + "\n")
+    proc = subprocess.Popen(["bash", str(host.script), "rehearse", str(good)], env=host.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while not (host.stub / "sudo.waiting").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (host.stub / "sudo.waiting").exists(), "the rehearsal never asked for the scratch database"
+    if how == "closed connection":
+        proc.stdout.close()
+    else:
+        proc.send_signal(getattr(signal, how))
+    # The stub's sleep ends early; bash acts on the signal, or writes into the closed pipe, once it is back.
+    for pid in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=False).stdout.split():
+        subprocess.run(["pkill", "-P", pid, "sleep"], check=False)
+    proc.wait(timeout=30)
+    err = proc.stderr.read()
+    assert proc.returncode == status, err
+    assert (host.stub / "sudo.log").read_text().splitlines() == [CREATE, DROP], err

@@ -75,7 +75,7 @@ def test_the_copy_looks_for_dumps_by_the_names_the_backup_script_gives():
     from sum_tasks.commands.templating import render
 
     site = load_site({**GOOD, "site_slug": "acme-kitchens"})
-    script = render("offsite.sh.j2", {"site": site, "login": "restic@backup.example", "port": 2222})
+    script = render("offsite.sh.j2", offsite.script_context(site))
     assert "acme-kitchens_db_*.sql.gz acme-kitchens_db_*.sql.zst" in script and "acme_kitchens_db_" not in script
     assert parse_backup_time(site, "acme-kitchens_db_20261201T235642Z.sql.gz") is not None
     assert "*-pre-restore.*) continue" in script  # what a restore replaced is never sent as the latest
@@ -91,3 +91,81 @@ def test_with_offsite_the_success_ping_waits_for_the_copy():
     assert "-K /etc/sum/sum-acme-ping.curl" in copy and "OnFailure=sum-acme-alert@%n.service" in copy
     alone = load_site({**GOOD, "offsite": {}, "alerts": {"success_url": "https://ping.example/y"}})
     assert "-K /etc/sum/sum-acme-ping.curl" in render("backup.service.j2", {"site": alone, "script": "x"})
+
+
+def test_provision_installs_the_rehearsal_timer_with_offsite_and_removes_it_without():
+    from sum_tasks.commands.facts import Facts
+    from sum_tasks.operations.plan import host_plan
+
+    site = load_site({**GOOD, "alerts": {"webhook": "https://hooks.example/x", "success_url": "https://ping.example/y"}})
+    ops = {op.name: op for op in host_plan(site, Facts(user="root"))}
+    service, timer = ops["off-site rehearsal unit"].stdin.decode(), ops["off-site rehearsal timer"].stdin.decode()
+    assert "/etc/systemd/system/sum-acme-offsite-rehearse.service.sum-new" in ops["off-site rehearsal unit"].apply
+    assert "User=deploy" in service and "Type=oneshot" in service and "CacheDirectory=sum-acme-restic" in service
+    assert "ExecStart=/usr/local/bin/sum-acme-offsite rehearse latest --wait 3600 --by sum-acme-offsite-rehearse.timer" in service
+    assert "OnFailure=sum-acme-alert@%n.service" in service and "TimeoutStartSec=4h" in service
+    # It starts the scratch database's units through sudo, which NoNewPrivileges= would forbid; no success ping.
+    assert "NoNewPrivileges=yes" not in service and "ping.curl" not in service
+    assert "OnCalendar=monthly" in timer and "RandomizedDelaySec=1h" in timer and "Persistent=true" in timer
+    assert "Unit=sum-acme-offsite-rehearse.service" in timer and "WantedBy=timers.target" in timer
+    assert "systemctl try-restart sum-acme-offsite-rehearse.timer" in ops["off-site rehearsal timer"].apply
+    enabled = ops["off-site rehearsal timer enabled and running"]
+    assert "is-active -q sum-acme-offsite-rehearse.timer" in enabled.check and "enable --now sum-acme-offsite-rehearse.timer" in enabled.apply
+    names = list(ops)
+    assert names.index("alert unit") < names.index("off-site rehearsal unit") < names.index("off-site rehearsal timer enabled and running")
+
+    quiet = load_site({**GOOD, "offsite": {**GOOD["offsite"], "rehearse": "*-*-01 05:00:00"}})
+    ops = {op.name: op for op in host_plan(quiet, Facts(user="root"))}
+    assert b"OnCalendar=*-*-01 05:00:00" in ops["off-site rehearsal timer"].stdin
+    assert b"OnFailure" not in ops["off-site rehearsal unit"].stdin
+    with pytest.raises(ConfigError, match="offsite.rehearse"):
+        load_site({**GOOD, "offsite": {**GOOD["offsite"], "rehearse": "monthly\nExecStart=/bin/sh"}})
+
+    bare = {op.name: op for op in host_plan(load_site({**GOOD, "offsite": {}}), Facts(user="root"))}
+    assert not {"off-site rehearsal unit", "off-site rehearsal timer", "off-site rehearsal timer enabled and running"} & set(bare)
+    gone = bare["no off-site copy"]
+    assert "[ ! -e /etc/systemd/system/sum-acme-offsite-rehearse.service ]" in gone.check
+    assert "[ ! -e /etc/systemd/system/sum-acme-offsite-rehearse.timer ]" in gone.check
+    assert gone.apply.index("systemctl disable --now sum-acme-offsite-rehearse.timer") < gone.apply.index("rm -f")
+
+
+def test_the_deploy_user_may_start_the_rehearsal_and_its_logs_are_the_offsite_ones():
+    from sum_tasks.commands.journal import units
+
+    site = load_site(GOOD)
+    assert "/usr/bin/systemctl start sum-acme-offsite-rehearse.service" in site.paths.sudo_commands()
+    assert not any("rehearse" in c for c in load_site({**GOOD, "offsite": {}}).paths.sudo_commands())
+    assert units(site, "offsite") == ["sum-acme-offsite.service", "sum-acme-offsite-rehearse.service"]
+
+
+def test_rehearsal_units_pass_systemd_analyze_verify(tmp_path):
+    import shutil
+    import subprocess
+
+    from sum_tasks.commands.templating import render
+
+    if not shutil.which("systemd-analyze"):
+        pytest.fail("systemd-analyze is needed (apt-get install systemd)")
+    site = load_site({**GOOD, "alerts": {"webhook": "https://hooks.example/x"}})
+    ctx = offsite.script_context(site)
+    for unit, template in (("sum-acme-offsite-rehearse.service", "offsite-rehearse.service.j2"),
+                           ("sum-acme-offsite-rehearse.timer", "offsite-rehearse.timer.j2"),
+                           ("sum-acme-alert@.service", "alert@.service.j2")):
+        (tmp_path / unit).write_text(render(template, ctx))
+    result = subprocess.run(["systemd-analyze", "verify", "--man=no", str(tmp_path / "sum-acme-offsite-rehearse.timer")],
+                            capture_output=True, text=True, check=False)
+    problems = [line for line in result.stderr.splitlines() if "sum-acme" in line and "is not executable" not in line
+                and "No such file" not in line]
+    assert not problems, result.stderr
+
+
+def test_rehearsal_status_lines():
+    passed = offsite.parse_rehearsal("REHEARSAL at=1000 result=passed snapshot=1a2b3c4d5e dump=acme_db_x.sql.gz seconds=14 "
+                                     "tables=12 rows=5012 differing=0 migrations=pending pending=2\n")
+    assert passed.passed and passed.describe(1000 + 86400 * 3) == (
+        "passed 3d 0h ago: acme_db_x.sql.gz of snapshot 1a2b3c4d, 12 tables, 5,012 rows, 2 migrations not applied in it, 14s")
+    failed = offsite.parse_rehearsal("REHEARSAL at=1000 result=failed snapshot=? dump=- seconds=3 step=fetch "
+                                     "reason=Fatal: unable to open config file: <config/> does not exist\n")
+    assert not failed.passed and failed.reason == "Fatal: unable to open config file: <config/> does not exist"
+    assert failed.describe(1060) == "FAILED 1m ago at fetch: Fatal: unable to open config file: <config/> does not exist (- of snapshot ?)"
+    assert offsite.parse_rehearsal("") is None and offsite.parse_rehearsal("REHEARSAL at=1 result=maybe\n") is None

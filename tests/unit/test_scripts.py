@@ -51,7 +51,8 @@ SAMPLES = {
     "offsite.copy_script": lambda s: [offsite.copy_script(s)] if s.offsite.target else [],
     "offsite.snapshots_script": lambda s: [offsite.snapshots_script(s)] if s.offsite.target else [],
     "offsite.restore_script": lambda s: [offsite.restore_script(s, "latest")] if s.offsite.target else [],
-    "offsite.fetch_script": lambda s: [offsite.fetch_script(s, "0a1b2c3d")] if s.offsite.target else [],
+    "offsite.rehearse_script": lambda s: [offsite.rehearse_script(s, snap, "op@laptop") for snap in ("latest", "0a1b2c3d")]
+    if s.offsite.target else [],
     "offsite.public_key_script": lambda s: [offsite.public_key_script(s)] if s.offsite.target else [],
     "manage.manage_script": lambda s: [manage.manage_script(s, ["shell", "-c", "print('it''s')"])],
     "colours.celery_restart_script": lambda s: [colours.celery_restart_script(s)] if s.celery else [],
@@ -146,8 +147,7 @@ def test_every_root_command_a_task_sends_is_in_sudoers():
 @pytest.mark.parametrize("name", ["alert.sh.j2", "offsite.sh.j2"])  # backup.sh.j2: through backup.db_script above
 def test_shell_templates_pass_shellcheck(name):
     from sum_tasks.commands import templating
-    from sum_tasks.commands.offsite import login
 
-    text = templating.render(name, {"site": FULL, "script": FULL.paths.backup_script, "login": login(FULL)[0], "port": login(FULL)[1]})
+    text = templating.render(name, offsite.script_context(FULL))
     script = Script(name, text, shell="bash" if text.startswith("#!/bin/bash") else "sh")
     assert shellcheck(script) == "", f"{text}\n{shellcheck(script)}"
