@@ -9,7 +9,8 @@ workers; celery's main process and its pool). PSS splits shared file pages with 
 hosts booted from the same tree included, so on this machine it reads low; USS is what stopping the unit gives back.
 
 Then, for ``celery: true`` and ``celery: false`` in turn, --runs releases (alternating v1 and v2, the venv already
-built) and --runs rollbacks, each timed by the task's own summary line (``... steps in N s``) and its ``switch`` step.
+built) and --runs rollbacks, each timed by the task's own summary line (``... steps in N s``) and its ``switch`` step,
+each started once the site is idle (no unit starting or stopping, then --pause seconds).
 
     PYTHONPATH=/work/main:/work/main/tests python3 bench/bench_wagtail.py [--runs 5] [--settle 20] [--suite trixie]
 """
@@ -59,14 +60,26 @@ def memory(host: TestHost) -> dict[str, Mem]:
     return found
 
 
-def timings(client: Client, runs: int) -> dict[str, list[float]]:
+def settle(host: TestHost, pause: float) -> None:
+    """Until no unit of the site is starting or stopping (the worker's warm shutdown included), then `pause` seconds for
+    what started last (a Celery worker importing Wagtail) to finish booting: each run starts from an idle site."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and host.ssh(
+            f"systemctl list-units --plain --no-legend --state=activating,deactivating 'sum-{SLUG}-*'").stdout.strip():
+        time.sleep(0.2)
+    time.sleep(pause)
+
+
+def timings(host: TestHost, client: Client, runs: int, pause: float) -> dict[str, list[float]]:
     figures: dict[str, list[float]] = {"release": [], "release switch": [], "rollback": []}
     for i in range(runs):
+        settle(host, pause)
         out = client.fab("release", "--ref", "v1" if i % 2 == 0 else "v2").stdout
         figures["release"].append(task_seconds(out))
         figures["release switch"].append(step_seconds(out, "switch"))
         print(f"  release  {figures['release'][-1]:.2f}s (switch {figures['release switch'][-1]:.2f}s)", flush=True)
     for _ in range(runs):
+        settle(host, pause)
         out = client.fab("rollback").stdout
         figures["rollback"].append(task_seconds(out))
         print(f"  rollback {figures['rollback'][-1]:.2f}s", flush=True)
@@ -77,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--settle", type=float, default=20.0, help="seconds the site idles before memory is read")
+    parser.add_argument("--pause", type=float, default=5.0, help="seconds of quiet before each release and rollback")
     parser.add_argument("--suite", choices=sorted(LIBMAGIC), default="trixie")
     args = parser.parse_args(argv)
 
@@ -96,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"celery: {str(celery).lower()}", flush=True)
             client.configure({**config, "celery": celery})
             client.fab("provision")
-            results[celery] = timings(client, args.runs)
+            results[celery] = timings(host, client, args.runs, args.pause)
 
     print(f"\nWagtail example on {args.suite}, {args.runs} runs each; seconds, median / min / max")
     print("| | with celery | without celery |\n| --- | --- | --- |")
