@@ -62,6 +62,8 @@ def check_script(site: Site, project_dir: str = "") -> Script:
             tls += f"echo @@tls_ca; openssl x509 -noout -enddate -subject -in {CADDY_ROOT_CA} 2>/dev/null\n"
     return Script("read the host", (
         f"cd {q(site.paths.root)} 2>/dev/null || {{ echo @@missing; exit 0; }}\n"
+        # The deploy user's files are read as the deploy user: a link planted there reaches nothing of root's.
+        f"dcat() {{ if [ \"$(id -u)\" = 0 ]; then runuser -u {q(site.deploy_user)} -- cat -- \"$1\"; else cat -- \"$1\"; fi; }}\n"
         f"echo @@redis_active; systemctl is-active {q(site.paths.redis)}\n"
         f"echo @@redis_listen; ss -Hltn 'sport = :{REDIS_PORT}'\n"
         "echo @@current; readlink current\n"
@@ -69,13 +71,13 @@ def check_script(site: Site, project_dir: str = "") -> Script:
         + "".join(f"echo @@{c}; readlink colours/{c}\n" for c in COLOURS)
         + f"echo @@active; systemctl is-active {' '.join(q(u) for u in units(site))}\n"
         + schedules.show_text(site)
-        + "echo @@release_env; cat current/.release.env 2>/dev/null\n"
+        + "echo @@release_env; dcat current/.release.env 2>/dev/null\n"
         f"echo @@health; {curl_health(site)}; echo\n"
         f"echo @@deploy_check; if [ -L current ]; then {manage_script(site, ['check', '--deploy']).text} 2>&1 </dev/null; "
         "rc=$?; else rc=none; fi; echo @@deploy_check_status; echo \"$rc\"\n"
         "echo @@env_stat; stat -c '%a %U %G' .env 2>&1\n"
-        f"echo @@offsite; cat {q(site.paths.offsite_status)} 2>/dev/null\n"
-        f"echo @@rehearsal; cat {q(site.paths.rehearsal_status)} 2>/dev/null\n"
+        f"echo @@offsite; dcat {q(site.paths.offsite_status)} 2>/dev/null\n"
+        f"echo @@rehearsal; dcat {q(site.paths.rehearsal_status)} 2>/dev/null\n"
         f"if [ \"$(id -u)\" = 0 ]; then echo @@ufw; ufw status verbose 2>&1; "
         "echo @@ssh_ports; sshd -T 2>/dev/null | awk '$1 == \"port\" {print $2}'; "
         f"else echo @@ufw; echo {NOT_ROOT}; fi\n"

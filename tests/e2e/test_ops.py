@@ -77,6 +77,18 @@ def test_check_passes_on_a_healthy_site(site):
     assert site.checks(as_deploy.stdout)["firewall"][0] == "warn"
 
 
+def test_check_run_as_root_reads_the_deploy_users_files_as_the_deploy_user(site):
+    """A link the deploy login plants in its own files reaches nothing of root's when root runs check."""
+    host = site.host
+    host.ssh("umask 077; echo GIT_SHA=0123456789abcdef0123456789abcdef01234567 > /root/planted")
+    host.ssh("cd /srv/sum/acme/current && mv .release.env .release.env.kept && ln -s /root/planted .release.env", user="deploy")
+    try:
+        out = site.client.fab("check", check=False).stdout
+    finally:
+        host.ssh("cd /srv/sum/acme/current && rm .release.env && mv .release.env.kept .release.env", user="deploy")
+    assert site.checks(out)["health"][0] == "ok" and "0123456789ab" not in out, out
+
+
 def test_the_app_cannot_reach_caddys_admin_api_and_reloads_still_work(site):
     unit = f"sum-acme-gunicorn@{site.live_colour()}.service"
     assert as_app(site.host, unit, "id -un").stdout.strip() == "sum-acme"
