@@ -212,9 +212,9 @@ def test_a_hand_made_site_is_refused_then_taken_over_in_two_provisions(site_conf
     facts = parse_facts("root", hand)
     assert facts.hand_caddy and facts.hand_units == ("sum-acme-kitchens-gunicorn.service",) and not facts.live
     refused = refusals(load_site(site_config), facts)
-    assert refused == ["site acme-kitchens was set up by hand (/etc/caddy/sites-enabled/sum-acme-kitchens.caddy, "
+    assert refused == [("site acme-kitchens was set up by hand (/etc/caddy/sites-enabled/sum-acme-kitchens.caddy, "
                        "/etc/systemd/system/sum-acme-kitchens-gunicorn.service): set sum.adopt_existing: true to take it over "
-                       "(see the runbook's Taking over a site)"]
+                       "(see the runbook's Taking over a site)")]
     site = load_site({**site_config, "adopt_existing": True, "db_name": "sum_site_db", "db_user": "sum_site_user"})
     assert refusals(site, facts) == []
     # Before any release of ours: the hand-made Caddy file and units keep serving; nothing of theirs is touched.
