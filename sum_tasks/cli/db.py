@@ -9,6 +9,7 @@ prints); these tasks choose its arguments, run it, and report. They never see th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -55,7 +56,7 @@ from ..commands.backup import (
 )
 from ..commands.colours import live_socket_script
 from ..configuration import Site
-from ..host.output import Report, StepError
+from ..host.output import Report, StepError, StepFailed
 from ..host.runner import Result, host_label, run
 from ..host.targets import on_hosts, project_dir, targets
 from .hooks import run_hooks
@@ -346,8 +347,13 @@ def restore_site(c: Connection, site: Site, report: Report, value: str) -> None:
                     done = f" ({'; '.join(notes)})" if notes else ""
                     raise StepError(script_error(result) + done, "read the error above; `fab db.list` shows the backups")
                 step.changed("; ".join(notes))
-        finally:
-            bring_back(c, site, report, units)
+        except BaseException:
+            # The app comes back (the script has started it already, unless the connection broke); the switch's own
+            # failure is the one to report, whatever /health/ says now.
+            with contextlib.suppress(StepFailed):
+                bring_back(c, site, report, units)
+            raise
+        bring_back(c, site, report, units)
         with report.step(f"safety backup of {kept}") as step:
             result = run_db(c, site, ["backup", "--db", kept, "--label", "pre-restore", "--keep", "0"])
             if result.ok and first(result.stdout, "BACKUP"):
