@@ -39,7 +39,7 @@ def restore_units(site: Site) -> dict[str, str]:
     live, copy, kept, paths = site.db_name, restore_db_name(site), safety_db_name(site), site.paths
     units = [
         (paths.restore_create, "create", "create the database a restore loads the backup into",
-         f"create {copy} (owned by role {site.db_user}), which `fab db.restore` loads a backup into while the site serves"),
+         f"drop an earlier restore's {kept}, create {copy} (owned by role {site.db_user}) for `fab db.restore` to load a backup into"),
         (paths.restore_switch, "switch", "switch the restored database in",
          f"for `fab db.restore`, rename {live} to {kept} and {copy} to {live} in one transaction (dropping an earlier {kept})"),
         (paths.restore_back, "back", "put the replaced database back",

