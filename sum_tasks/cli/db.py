@@ -9,7 +9,6 @@ prints); these tasks choose its arguments, run it, and report. They never see th
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import os
@@ -350,8 +349,10 @@ def restore_site(c: Connection, site: Site, report: Report, value: str) -> None:
         except BaseException:
             # The app comes back (the script has started it already, unless the connection broke); the switch's own
             # failure is the one to report, whatever /health/ says now.
-            with contextlib.suppress(StepFailed):
+            try:
                 bring_back(c, site, report, units)
+            except StepFailed as err:
+                report.print(f"  app back up: {err.reason}")
             raise
         bring_back(c, site, report, units)
         with report.step(f"safety backup of {kept}") as step:

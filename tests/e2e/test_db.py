@@ -270,14 +270,16 @@ def test_an_unhealthy_app_after_the_switch_gets_the_old_database_back(site):
     name = site.backups()[-1]
     site.psql("UPDATE shop_customer SET name = 'live before the failed restore'")
     before, colours = site.snapshot(), site.live_colours()
-    # The app's cache is critical to /health/: with Redis held down (masked, so starting the app cannot start it), every
-    # answer is 503 once the app starts on the restored database.
-    site.host.ssh("systemctl mask --runtime --now sum-acme-redis.service")
+    # The app's cache is critical to /health/: with Redis held down (a failing condition, so the app's Wants= cannot
+    # start it), every answer is 503 once the app starts on the restored database.
+    held = "/run/systemd/system/sum-acme-redis.service.d"
+    site.host.ssh(f"mkdir -p {held} && printf '[Unit]\\nConditionPathExists=/nonexistent\\n' > {held}/held-down.conf && "
+                  "systemctl daemon-reload && systemctl stop sum-acme-redis.service")
     try:
         failed = site.fab("db.restore", "--file", name, "--i-know-this-will-overwrite", check=False,
                           env={"FABRIC_SUM_HEALTH_TIMEOUT": "5"})
     finally:
-        site.host.ssh("systemctl unmask --runtime sum-acme-redis.service && systemctl start sum-acme-redis.service")
+        site.host.ssh(f"rm -r {held} && systemctl daemon-reload && systemctl start sum-acme-redis.service")
     assert failed.returncode != 0, failed.stdout
     assert "the app was not healthy on the restored database" in failed.stderr and "the old database is back" in failed.stderr
     assert "put the old acme back" in failed.stderr and "safety backup" not in failed.stdout
