@@ -39,7 +39,7 @@ BENCH = Path(__file__).resolve().parent
 # bench/ and tests/ are not packages: bench_db, e2e_support and site_repo come from there.
 sys.path[:0] = [str(BENCH), str(BENCH.parent / "tests")]
 
-from bench_db import ENV, FILL, quote, sql
+from bench_db import FILL, quote, site_env, sql
 from e2e_support import live_colour, site_config
 from site_repo import build_site_repo
 
@@ -50,6 +50,7 @@ from sum_tasks.testing.hosts import TestHost, boot_host
 from sum_tasks.testing.load import Load
 
 BACKUPS = "/srv/sum/acme/backups"
+ENV = site_env("acme")
 LOAD_WORKERS = 16  # enough threads to keep the rate while requests wait in Caddy
 
 
@@ -126,7 +127,7 @@ def main() -> int:
             started = time.monotonic()
             host.ssh(f"bash -c {quote(ENV + 'psql -X -q -v ON_ERROR_STOP=1 -f -')}", user="deploy",
                      input=FILL.format(rows=args.rows), timeout=3600)
-            size = sql(host, "SELECT pg_size_pretty(pg_database_size(current_database()))")
+            size = sql(host, "SELECT pg_size_pretty(pg_database_size(current_database()))", ENV)
             out = client.fab("db.backup").stdout
             path = re.search(rf"({BACKUPS}/\S+?),", out).group(1)
             dump = int(host.ssh(f"stat -c %s {path}").stdout)
@@ -140,7 +141,7 @@ def main() -> int:
                 "runbook": lambda: host.ssh(f"bash -c {quote(runbook_script(host, path))}", user="deploy", timeout=1800).stdout,
             }
             kinds = {"new": Kind("db.restore (this checkout): load beside, switch by renaming"),
-                     "runbook": Kind("the runbook's restore_db.sh: stop, gunzip | psql, start")}
+                     "runbook": Kind("the runbook's restore_db.sh: stop, gunzip piped to psql, start")}
             if args.old_tree:
                 actions["old"] = lambda: client.fab(*restore, env={"PYTHONPATH": str(Path(args.old_tree).resolve())}).stdout
                 kinds["old"] = Kind("db.restore before: stop, safety dump, restore in one transaction, start")
@@ -149,7 +150,7 @@ def main() -> int:
                     print(f"  run {number}, {name}:", flush=True)
                     run, _ = measure(host, args.rate, args.margin, action)
                     kinds[name].runs.append(run)
-                    rows = sql(host, "SELECT count(*) FROM notes")
+                    rows = sql(host, "SELECT count(*) FROM notes", ENV)
                     if rows != str(args.rows):
                         raise SystemExit(f"after {name}: {rows} rows in notes, expected {args.rows}")
 
