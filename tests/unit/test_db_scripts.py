@@ -662,6 +662,13 @@ def test_switch_stops_the_gate_last_renames_and_starts_the_gate_first(host):
     assert float(db.first(out.stdout, "DOWN")["seconds"]) < 5
 
 
+def test_switch_with_nothing_running_only_renames(host):
+    out = switch(host, running=[])
+    assert out.returncode == 0, out.stderr
+    assert sudo_log(host) == ["start sum-acme-kitchens-restoredb-switch.service"]
+    assert [t for t, _ in db.records(out.stdout)] == ["SWITCHED"]
+
+
 def test_switch_without_a_restored_copy_touches_nothing(host):
     out = switch(host, copy=False)
     assert out.returncode != 0 and "there is no restore-acme_kitchens to switch to" in out.stderr and "nothing was touched" in out.stderr
