@@ -30,8 +30,15 @@ from sum_tasks.testing.hosts import TestHost, boot_host
 
 SLUG = "bench"
 SCRIPT = f"/usr/local/bin/sum-{SLUG}-db"
-ENV = (f'set -a; . /srv/sum/{SLUG}/.env; set +a; export PGPASSWORD="$DJANGO_DB_PASSWORD" PGHOST="$DJANGO_DB_HOST" '
-       'PGPORT="$DJANGO_DB_PORT" PGUSER="$DJANGO_DB_USER" PGDATABASE="$DJANGO_DB_NAME"; ')
+
+
+def site_env(slug: str) -> str:
+    """Shell that puts the site's database credentials from its .env into psql's and pg_dump's environment."""
+    return (f'set -a; . /srv/sum/{slug}/.env; set +a; export PGPASSWORD="$DJANGO_DB_PASSWORD" PGHOST="$DJANGO_DB_HOST" '
+            'PGPORT="$DJANGO_DB_PORT" PGUSER="$DJANGO_DB_USER" PGDATABASE="$DJANGO_DB_NAME"; ')
+
+
+ENV = site_env(SLUG)
 FILL = """
 CREATE TABLE notes (id bigint PRIMARY KEY, title text NOT NULL, body text NOT NULL, created timestamptz NOT NULL DEFAULT now());
 INSERT INTO notes (id, title, body)
@@ -59,9 +66,9 @@ def quote(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
 
 
-def sql(host: TestHost, query: str) -> str:
+def sql(host: TestHost, query: str, env: str = ENV) -> str:
     """One value from the site database, as the deploy user."""
-    return host.ssh(f"bash -c {quote(ENV + 'psql -XAt -f -')}", user="deploy", input=query + ";\n").stdout.strip()
+    return host.ssh(f"bash -c {quote(env + 'psql -XAt -f -')}", user="deploy", input=query + ";\n").stdout.strip()
 
 
 def rounds(host: TestHost, commands: dict[str, str], runs: int) -> dict[str, list[tuple[float, str]]]:

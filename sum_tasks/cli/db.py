@@ -1,5 +1,8 @@
 """fab db.backup, db.restore, db.list, db.rehearse: verified backups, and restores that change all or nothing.
 
+A restore loads and checks the backup in a database of its own while the site serves; the app stops
+only while that database takes the live one's name, and the replaced database is kept.
+
 The work on the host is the backup script (``commands/backup.py`` says how it is called and what it
 prints); these tasks choose its arguments, run it, and report. They never see the database password.
 """
@@ -31,10 +34,14 @@ from ..commands.backup import (
     parse_backup_time,
     parse_counts,
     parse_list,
+    parse_safety,
     records,
     resolve_file,
+    restore_db_name,
     restore_notes,
     running_script,
+    safety_db_name,
+    safety_note,
     scratch_db_name,
     script_error,
     sorted_entries,
@@ -49,7 +56,7 @@ from ..commands.backup import (
 from ..commands.colours import live_socket_script
 from ..commands.script import sections
 from ..configuration import Site
-from ..host.output import Report, StepError
+from ..host.output import Report, StepError, StepFailed
 from ..host.runner import Result, host_label, run
 from ..host.targets import on_hosts, project_dir, targets
 from .hooks import run_hooks
@@ -93,6 +100,7 @@ def run_backup(c: Connection, site: Site, report: Report, label: str = "", keep:
             f"(dump {info['dump_seconds']}s, verify {info['verify_seconds']}s), {verified_text(info)}"
             + (f"; pruned {len(pruned)} older" if pruned else "")
         )
+        step.note(safety_note(result.stdout))
     return Backup(info["file"], int(info["size"]), info["sha256"], seconds)
 
 
@@ -186,6 +194,9 @@ def list_(c: Context, verify: bool = False) -> None:
         for entry in sorted_entries(site, entries):
             report.print("  " + describe_entry(site, entry, now))
         report.print("  " + describe_timer(service, timer))
+        safety = parse_safety(result.stdout)
+        if safety:
+            report.print("  " + safety.describe())
         bad = [e.name for e in entries if e.actual and e.actual != e.checksum and e.checksum]
         if bad:
             raise Exit(f"checksum mismatch: {', '.join(bad)}", code=1)
@@ -234,6 +245,11 @@ def running_units(c: Connection, site: Site) -> list[str]:
     return [unit for unit, state in zip(units, states) if state in RUNNING]
 
 
+def live_colour(c: Connection, site: Site) -> str:
+    """The colour Caddy sends traffic to now (what live.sock names), or ''."""
+    return health.socket_colour(run(c, live_socket_script(site), check=False).stdout)
+
+
 def bring_back(c: Connection, site: Site, report: Report, units: list[str]) -> None:
     """Start what ran before (again: the script has already, unless the connection broke) and wait for /health/."""
     with report.step("app back up") as step:
@@ -242,7 +258,7 @@ def bring_back(c: Connection, site: Site, report: Report, units: list[str]) -> N
             return
         for unit in units:
             start_unit(c, unit)
-        live = health.socket_colour(run(c, live_socket_script(site), check=False).stdout)
+        live = live_colour(c, site)
         colour_of = site.paths.unit_colour
         # The live colour first: only it gates the restore; a standby that fails only loses its instant rollback.
         for colour in sorted((colour_of(u) for u in units if colour_of(u)), key=lambda colour: colour != live):
@@ -259,27 +275,88 @@ def bring_back(c: Connection, site: Site, report: Report, units: list[str]) -> N
             step.note(f"started {', '.join(others)}")
 
 
+def check_copy(c: Connection, site: Site, report: Report, db: str) -> None:
+    """A restored copy has tables; its row counts against the live database's (what the restore will change); the live
+    release's `migrate --check` accepts it."""
+    with report.step("tables and row counts") as step:
+        live, copy = (run_db(c, site, ["counts", name]) for name in (site.db_name, db))
+        if not (live.ok and copy.ok):
+            raise StepError(script_error(live if not live.ok else copy))
+        notes, differences = compare_counts(parse_counts(live.stdout), parse_counts(copy.stdout))
+        if not parse_counts(copy.stdout):
+            raise StepError("the restored copy has no tables")
+        step.note("; ".join(notes))
+        if differences:
+            step.note(f"the restore changes: {'; '.join(differences[:10])}")
+    with report.step("migrate --check") as step:
+        ok, text = migrate_verdict(sections(run_db(c, site, ["migrate-check", db]).stdout).get("migrate", ""))
+        if not ok:
+            raise StepError(f"manage.py migrate --check against the restored copy failed:\n{text}")
+        step.note(text)
+
+
+def load_copy(c: Connection, site: Site, report: Report, path: str, db: str, hint: str) -> None:
+    """Load a verified backup into `db` (a database of its own, not the live one) in one transaction."""
+    with report.step(f"restore into {db}") as step:
+        result = run_db(c, site, ["restore", path, "--db", db, "--verified"])
+        if not result.ok:
+            raise StepError(script_error(result), hint)
+        step.note("; ".join(restore_notes(result.stdout)))
+
+
+def discard_copy(c: Connection, site: Site, report: Report, db: str) -> None:
+    """Drop the restored copy after a failed load or check; a failure here only warns (the next restore drops it first)."""
+    with report.step(f"drop {db}") as step:
+        result = run_db(c, site, ["discard"])
+        if not result.ok:
+            step.warn(f"{script_error(result)}; the next db.restore drops it first")
+
+
 def restore_site(c: Connection, site: Site, report: Report, value: str) -> None:
-    """Verify, then (app stopped) safety backup and an all-or-nothing restore; the app comes back whatever happens."""
+    """Verify, load into a new database and check it, all while the site serves; then (app stopped) switch it in by
+    renaming, health-gated, the old database back if the app is unhealthy; keep and dump the replaced database."""
+    copy, kept = restore_db_name(site), safety_db_name(site)
     with site_lock(c, site, "db.restore"):
         path = locate(c, site, report, value)
         verify(c, site, report, path)
         with report.step("find the running app") as step:
-            units = running_units(c, site)
+            units, live = running_units(c, site), live_colour(c, site)
             step.note(", ".join(units) if units else "nothing running")
+        with report.step(f"create database {copy}"):
+            start_unit(c, site.paths.restore_create)
         try:
-            with report.step("restore") as step:
-                args = ["restore", path, "--verified", "--safety-backup"]
+            load_copy(c, site, report, path, copy, "the live database was not touched; pick another backup with `fab db.list`")
+            check_copy(c, site, report, copy)
+        except BaseException:
+            discard_copy(c, site, report, copy)
+            raise
+        gate = site.paths.colour(live).unit if live else ""
+        try:
+            with report.step(f"switch {copy} in") as step:
+                args = ["switch"] + (["--gate", gate] if gate in units else [])
                 for unit in units:
                     args += ["--app", unit]
                 result = run_db(c, site, args)
                 notes = restore_notes(result.stdout)
-                if not result.ok or first(result.stdout, "RESTORED") is None:
+                if not result.ok or first(result.stdout, "SWITCHED") is None or first(result.stdout, "SWITCHED_BACK"):
                     done = f" ({'; '.join(notes)})" if notes else ""
-                    raise StepError(script_error(result) + done, "the live database is unchanged; read the error above")
+                    raise StepError(script_error(result) + done, "read the error above; `fab db.list` shows the backups")
                 step.changed("; ".join(notes))
-        finally:
-            bring_back(c, site, report, units)
+        except BaseException:
+            # The app comes back (the script has started it already, unless the connection broke); the switch's own
+            # failure is the one to report, whatever /health/ says now.
+            try:
+                bring_back(c, site, report, units)
+            except StepFailed as err:
+                report.print(f"  app back up: {err.reason}")
+            raise
+        bring_back(c, site, report, units)
+        with report.step(f"safety backup of {kept}") as step:
+            result = run_db(c, site, ["backup", "--db", kept, "--label", "pre-restore", "--keep", "0"])
+            if result.ok and first(result.stdout, "BACKUP"):
+                step.changed("; ".join(restore_notes(result.stdout)) + "; the database itself stays until the next good backup")
+            else:
+                step.warn(f"{script_error(result)}; the replaced database stays as {kept} until the next good backup")
         run_hooks(c, site, report, "after_restore", site.paths.root, {"file": path})
 
 
@@ -291,7 +368,8 @@ def restore_site(c: Connection, site: Site, report: Report, value: str) -> None:
     },
 )
 def restore(c: Context, file: str = "", i_know_this_will_overwrite: bool = False) -> None:
-    """Replace the live database with a backup: verified first, in one transaction, safety backup taken, app restarted."""
+    """Replace the live database with a backup: verified and loaded beside it while the site serves, then switched in
+    (app stopped only for the switch, health-gated); the replaced database kept and dumped."""
     if not i_know_this_will_overwrite:
         raise Exit("db.restore replaces the live database: add --i-know-this-will-overwrite to go ahead", code=2)
     validate_file(file)

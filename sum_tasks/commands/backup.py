@@ -3,7 +3,7 @@
 One bash script does all the work on the host: the ``db.*`` tasks send it over SSH and provision
 installs the same script for the nightly timer. The protocol between it and Python, in one place:
 
-- It runs as ``bash -c SCRIPT sum COMMAND ARGS...`` (see `db_script`), as the deploy user (``scratch``: as postgres).
+- It runs as ``bash -c SCRIPT sum COMMAND ARGS...`` (see `db_script`), as the deploy user (``scratch``, ``restoredb``: as postgres).
 - Exit status 0 is success; anything else is a failure, and its last ``sum-db: <reason>`` line on
   stderr says why (`script_error`).
 - Results are lines ``TAG key=value ...`` on stdout, TAG upper case (`records`, `first`):
@@ -16,8 +16,11 @@ installs the same script for the nightly timer. The protocol between it and Pyth
   seconds=``, the ``@@live`` and ``@@copy`` counts, ``@@migrate`` and ``MIGRATE``, ``REHEARSED file= seconds=`` once all
   passed; then, whatever happened once the scratch database was asked for, ``@@scratch`` and ``DROPPED db=`` (or
   ``DROP_FAILED db=``). The first record missing names the step that failed.
+  ``SWITCHED live= kept= copy=``, ``HEALTHY <unit>``, ``DOWN seconds=``, ``SWITCHED_BACK live=`` (``switch``);
+  ``SAFETY_DROPPED <db>``, ``SAFETY_KEPT <db> (why)`` (a backup of the live database, about the one a restore replaced).
 - ``list`` prints ``@@now`` (the host's clock), ``@@files`` (name, size, mtime, checksum, re-hashed
-  checksum; tab-separated, ``-`` for none), ``@@service`` and ``@@timer`` (``systemctl show`` lines).
+  checksum; tab-separated, ``-`` for none), ``@@service`` and ``@@timer`` (``systemctl show`` lines),
+  ``@@safety`` (name, size and comment of the database a restore replaced, when there is one).
 - ``counts DB`` prints ``table<TAB>rows`` lines.
 
 The database password never passes through here: the script reads it from ``.env`` on the host.
@@ -34,7 +37,8 @@ from datetime import UTC, datetime
 from invoke.exceptions import Exit
 
 from ..configuration import Site
-from ..configuration.hostmap import SYSTEMCTL, HostMap, systemctl
+from ..configuration.hostmap import COLOURS, SYSTEMCTL, HostMap, systemctl
+from . import health
 from .script import Result, Script, q, sections
 from .templating import render
 
@@ -45,14 +49,33 @@ FORMATS = ("gzip", "zstd")
 FILE_MAX = 1024
 LABEL_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 UPLOAD_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
+# PostgreSQL's longest identifier, in bytes.
+PG_NAME_MAX = 63
+
+
+def derived_db_name(site: Site, prefix: str = "", suffix: str = "") -> str:
+    """``<prefix><db><suffix>``, never a possible site database name (those have no '-'), at most 63 bytes: a long
+    database name is cut and a hash of it added, so two sites never share one."""
+    name = f"{prefix}{site.db_name}{suffix}"
+    if len(name) <= PG_NAME_MAX:
+        return name
+    room = PG_NAME_MAX - len(prefix) - len(suffix) - 9
+    return f"{prefix}{site.db_name[:room]}-{hashlib.sha256(site.db_name.encode()).hexdigest()[:8]}{suffix}"
 
 
 def scratch_db_name(site: Site) -> str:
-    """The rehearsal database: never a possible site database name (those have no '-'), at most 63 bytes."""
-    name = f"rehearse-{site.db_name}"
-    if len(name) <= 63:
-        return name
-    return f"rehearse-{site.db_name[:45]}-{hashlib.sha256(site.db_name.encode()).hexdigest()[:8]}"
+    """The rehearsal database, ``rehearse-<db>``."""
+    return derived_db_name(site, prefix="rehearse-")
+
+
+def restore_db_name(site: Site) -> str:
+    """The database ``db.restore`` loads a backup into while the site serves, ``restore-<db>``; the switch makes it the live one."""
+    return derived_db_name(site, prefix="restore-")
+
+
+def safety_db_name(site: Site) -> str:
+    """The live database a restore replaced, ``<db>-before-restore``, kept until the next good backup of the live database."""
+    return derived_db_name(site, suffix="-before-restore")
 
 
 def validate_keep(value: str | int) -> int | None:
@@ -122,15 +145,22 @@ def script_context(site: Site, root: str = "") -> dict[str, object]:
         "unit_prefix": paths.unit_prefix,
         "systemctl": SYSTEMCTL,
         "db_user": site.db_user,
+        "db_name": site.db_name,
         "scratch_db": scratch_db_name(site),
         "scratch_create": paths.scratch_create,
         "scratch_drop": paths.scratch_drop,
+        "restore_db": restore_db_name(site),
+        "safety_db": safety_db_name(site),
+        "lock": paths.lock,
+        "switch_unit": paths.restore_switch,
+        "back_unit": paths.restore_back,
         "format": site.backups.format,
     }
     return {
         "site": site,
         "paths": paths,
         "sh": {k: quoted(v) for k, v in values.items()},
+        "health_waits": [(paths.colour(c).unit, health.wait_script(site, paths.colour(c).socket, site.health_timeout)) for c in COLOURS],
         "gzip_compress": GZIP_COMPRESS,
         "gzip_fallback": GZIP_FALLBACK,
         "zstd_compress": ZSTD_COMPRESS,
@@ -299,19 +329,59 @@ def upload_script(site: Site, name: str, sha256: str, as_root: bool) -> Script:
 
 
 def restore_notes(stdout: str) -> list[str]:
-    """What the script did, in order: units stopped, the safety backup, the restore, units started."""
+    """What the script did, in order: the load, units stopped, the switch, units started, the app down, a safety dump."""
     notes = []
     for tag, rest in records(stdout):
+        info = fields(rest)
         if tag == "WAITING":
             notes.append("waited for a running backup to finish, the app still serving")
         elif tag in ("STOPPED", "STARTED", "START_FAILED"):
             notes.append(f"{tag.lower().replace('_', ' ')} {rest}")
+        elif tag == "SWITCHED":
+            notes.append(f"renamed {info['live']} to {info['kept']} and {info['copy']} to {info['live']} in one transaction")
+        elif tag == "HEALTHY":
+            notes.append(f"/health/ 200 on {rest}")
+        elif tag == "DOWN":
+            notes.append(f"app down {info['seconds']}s")
+        elif tag == "SWITCHED_BACK":
+            notes.append(f"put the old {info['live']} back")
         elif tag == "BACKUP":
-            info = fields(rest)
             notes.append(f"safety backup {info['file']} ({format_size(int(info['size']))}, verified)")
         elif tag == "RESTORED":
-            notes.append(f"restored in {fields(rest)['seconds']}s, one transaction")
+            notes.append(f"restored in {info['seconds']}s, one transaction")
     return notes
+
+
+def safety_note(stdout: str) -> str:
+    """What a backup of the live database did with the database the last restore replaced ('' when there was none)."""
+    for tag, rest in records(stdout):
+        if tag == "SAFETY_DROPPED":
+            return f"dropped {rest}, the database the last restore replaced"
+        if tag == "SAFETY_KEPT":
+            return f"kept {rest}"
+    return ""
+
+
+@dataclass(frozen=True)
+class SafetyDb:
+    """The database a restore replaced, kept until the next good backup of the live database."""
+
+    name: str
+    size: int
+    comment: str
+
+    def describe(self) -> str:
+        when = self.comment.removeprefix("sum_tasks: ") or "replaced by db.restore"
+        return f"safety database {self.name}, {format_size(self.size)}: {when}; the next good backup drops it"
+
+
+def parse_safety(stdout: str) -> SafetyDb | None:
+    """The ``@@safety`` section of the script's ``list``: name, size and comment of the kept database, if there is one."""
+    for line in sections(stdout).get("safety", "").splitlines():
+        cols = line.split("\t")
+        if len(cols) == 3 and cols[1].isdigit():
+            return SafetyDb(cols[0], int(cols[1]), cols[2])
+    return None
 
 
 def compare_counts(live: dict[str, int], scratch: dict[str, int]) -> tuple[list[str], list[str]]:

@@ -171,6 +171,10 @@ class HostMap:
         self.backup_timer = f"{self.unit_prefix}-backup.timer"
         self.scratch_create = f"{self.unit_prefix}-scratchdb-create.service"
         self.scratch_drop = f"{self.unit_prefix}-scratchdb-drop.service"
+        # db.restore's, run as postgres: make the database a backup is loaded into, switch it in, switch back.
+        self.restore_create = f"{self.unit_prefix}-restoredb-create.service"
+        self.restore_switch = f"{self.unit_prefix}-restoredb-switch.service"
+        self.restore_back = f"{self.unit_prefix}-restoredb-back.service"
         self.redis = f"{self.unit_prefix}-redis.service"
         self.alert_template = f"{self.unit_prefix}-alert@.service"
         self.standby_service = f"{self.unit_prefix}-standby.service"
@@ -212,6 +216,10 @@ class HostMap:
         """The worker when `sum.celery`, and beat when `sum.celery_beat`: what a release restarts after its switch."""
         return ([self.celery] if self.site.celery else []) + ([self.celery_beat] if self.site.celery_beat else [])
 
+    def restore_units(self) -> list[str]:
+        """db.restore's postgres units: create the database a backup is loaded into, switch it in, switch back."""
+        return [self.restore_create, self.restore_switch, self.restore_back]
+
     @staticmethod
     def unit_colour(unit: str) -> str:
         """``blue`` for ``sum-x-gunicorn@blue.service``; empty for a unit that is not a gunicorn colour."""
@@ -225,8 +233,9 @@ class HostMap:
         """Every path of the site with its owner, group and mode (`TABLE`); directories first, in the order provision makes them."""
         names = {**vars(self), "srv": SRV, "etc": ETC, "web": WEB_GROUP, "user": self.site.deploy_user, "app": self.app_user}
         units = [self.gunicorn_template, self.celery, self.celery_beat, self.redis, self.media_mount, self.backup_service, self.backup_timer,
-                 self.scratch_create, self.scratch_drop, self.standby_service, self.standby_timer, self.alert_template, self.offsite_service, self.media_restore,
-                 self.offsite_rehearse, self.offsite_rehearse_timer, *(u for name in self.site.schedule for u in self.schedule(name))]
+                 self.scratch_create, self.scratch_drop, *self.restore_units(), self.standby_service, self.standby_timer, self.alert_template,
+                 self.offsite_service, self.media_restore, self.offsite_rehearse, self.offsite_rehearse_timer,
+                 *(u for name in self.site.schedule for u in self.schedule(name))]
         rows = [line.split(None, 4) for line in TABLE.strip().splitlines()]
         rows += [["file", self.unit_file(u), "0644", "root:root", "systemd unit"] for u in units]
         return [Entry(kind, path.format(**names), int(mode, 8), *owner.format(**names).split(":"), what)
@@ -243,7 +252,7 @@ class HostMap:
         rules = [(verb, self.colour(c).unit) for c in COLOURS for verb in COLOUR_VERBS]
         rules += [(verb, unit) for unit in self.celery_units() for verb in CELERY_VERBS]
         offsite = [self.offsite_service, self.media_restore, self.offsite_rehearse] if self.site.offsite.target else []
-        starts = [self.backup_service, self.scratch_create, self.scratch_drop, *offsite]
+        starts = [self.backup_service, self.scratch_create, self.scratch_drop, *self.restore_units(), *offsite]
         return rules + [("start", unit) for unit in starts]
 
     def sudo_commands(self) -> list[str]:

@@ -1,8 +1,8 @@
-"""Backups: the backup script, the nightly service and timer, and the units that make and drop the rehearsal database."""
+"""Backups: the backup script, the nightly service and timer, and the postgres units of db.rehearse and db.restore."""
 
 from __future__ import annotations
 
-from ..commands.backup import scratch_db_name, script_text
+from ..commands.backup import restore_db_name, safety_db_name, scratch_db_name, script_text
 from ..commands.templating import render
 from ..configuration import Site
 from .base import Op, absent_op, enabled_op, file_op
@@ -10,26 +10,46 @@ from .packages import APT
 from .units import DAEMON_RELOAD
 
 
-def scratch_unit(site: Site, action: str) -> str:
-    """A oneshot unit, run as postgres, that creates or drops the site's scratch database and nothing else."""
+def postgres_unit(site: Site, command: str, title: str, what: str) -> str:
+    """A oneshot unit, run as postgres, that runs one `command` of the installed backup script and nothing else."""
     return (
-        f"# Managed by sum_tasks for site {site.site_slug}: {action} the rehearsal database {scratch_db_name(site)}\n"
-        f"# (owned by role {site.db_user}) for `fab db.rehearse`. The deploy user may start this unit, nothing more.\n"
+        f"# Managed by sum_tasks for site {site.site_slug}: {what}.\n"
+        "# The deploy user may start this unit, nothing more.\n"
         "[Unit]\n"
-        f"Description=SUM site {site.site_slug}: {action} the rehearsal database\n"
+        f"Description=SUM site {site.site_slug}: {title}\n"
         "After=postgresql.service\n\n"
         "[Service]\n"
         "Type=oneshot\n"
         "User=postgres\n"
-        f"ExecStart={site.paths.backup_script} scratch {action}\n"
+        f"ExecStart={site.paths.backup_script} {command}\n"
         "NoNewPrivileges=yes\n"
         "PrivateTmp=yes\n"
         "ProtectSystem=full\n"
     )
 
 
+def scratch_unit(site: Site, action: str) -> str:
+    """Create or drop the rehearsal database (owned by the site's role) for `fab db.rehearse`."""
+    return postgres_unit(site, f"scratch {action}", f"{action} the rehearsal database",
+                         f"{action} the rehearsal database {scratch_db_name(site)} (owned by role {site.db_user}) for `fab db.rehearse`")
+
+
+def restore_units(site: Site) -> dict[str, str]:
+    """db.restore's three units, by unit name: create the database a backup is loaded into, switch it in, switch back."""
+    live, copy, kept, paths = site.db_name, restore_db_name(site), safety_db_name(site), site.paths
+    units = [
+        (paths.restore_create, "create", "create the database a restore loads the backup into",
+         f"drop an earlier restore's {kept}, create {copy} (owned by role {site.db_user}) for `fab db.restore` to load a backup into"),
+        (paths.restore_switch, "switch", "switch the restored database in",
+         f"for `fab db.restore`, rename {live} to {kept} and {copy} to {live} in one transaction (dropping an earlier {kept})"),
+        (paths.restore_back, "back", "put the replaced database back",
+         f"for `fab db.restore` when the app is unhealthy after the switch: rename {live} to {copy} and {kept} to {live}"),
+    ]
+    return {unit: postgres_unit(site, f"restoredb {action}", title, what) for unit, action, title, what in units}
+
+
 def backup_ops(site: Site, project_dir: str = "") -> list[Op]:
-    """The backup script, the nightly service and timer (enabled and started), and the scratch database units."""
+    """The backup script, the nightly service and timer (enabled and started), and the postgres units of rehearse and restore."""
     paths = site.paths
     ctx = {"site": site, "script": paths.backup_script}
     return [
@@ -46,6 +66,7 @@ def backup_ops(site: Site, project_dir: str = "") -> list[Op]:
         ),
         file_op("scratch database create unit", paths.unit_file(paths.scratch_create), scratch_unit(site, "create"), then=DAEMON_RELOAD),
         file_op("scratch database drop unit", paths.unit_file(paths.scratch_drop), scratch_unit(site, "drop"), then=DAEMON_RELOAD),
+        *(file_op(f"restore database unit {unit}", paths.unit_file(unit), text, then=DAEMON_RELOAD) for unit, text in restore_units(site).items()),
         *alert_ops(site, project_dir),
         enabled_op("backup timer", paths.backup_timer),
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -44,6 +45,8 @@ class Load:
     timeout: float = 10.0
     results: Counter = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
+    # (sent, answered, ok) of every request, in monotonic seconds: what the downtime figures are read from.
+    events: list[tuple[float, float, bool]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -63,12 +66,14 @@ class Load:
             if delay > 0 and self._stop.wait(delay):
                 break
             next_at += interval
+            sent = time.monotonic()
             try:
                 status = self.pool.request("GET", self.path, headers={"Host": self.host}, redirect=False).status
                 key = "ok" if 200 <= status < 300 else f"http {status}"
             except urllib3.exceptions.HTTPError as err:
                 key = f"error {type(err).__name__}"
             with self._lock:
+                self.events.append((sent, time.monotonic(), key == "ok"))
                 self.results[key] += 1
                 if key != "ok" and len(self.failures) < 20:
                     self.failures.append(f"{time.strftime('%H:%M:%S')} {key}")
@@ -94,6 +99,34 @@ class Load:
     @property
     def failed(self) -> int:
         return self.total - self.results["ok"]
+
+    def failure_run(self) -> tuple[int, float]:
+        """The longest run of failed requests, in the order they were sent: how many, and the seconds from the first one
+        sent to the last one answered (0 for none)."""
+        best, run, first = (0, 0.0), 0, 0.0
+        for sent, answered, ok in sorted(self.events):
+            if ok:
+                run = 0
+                continue
+            run, first = run + 1, sent if run == 0 else first
+            best = max(best, (run, answered - first))
+        return best
+
+    def longest_gap(self) -> float:
+        """The longest time with no successful answer (between two, or from the start or to the end of the load): what
+        a visitor saw as the site being down, whether its requests failed or waited."""
+        answers = sorted(answered for _, answered, ok in self.events if ok)
+        edges = [self.started, *answers, self.started + getattr(self, "seconds", 0.0)]
+        return max(b - a for a, b in itertools.pairwise(edges))
+
+    def slowest(self) -> float:
+        return max((answered - sent for sent, answered, _ in self.events), default=0.0)
+
+    def downtime(self) -> str:
+        """One line: failed requests, the longest run of them, the longest time with no good answer, the slowest request."""
+        count, seconds = self.failure_run()
+        return (f"{self.failed} of {self.total} requests failed, longest run {count} ({seconds:.2f}s); "
+                f"longest time without a good answer {self.longest_gap():.2f}s; slowest request {self.slowest():.2f}s")
 
     def summary(self) -> str:
         rate = self.total / self.seconds if getattr(self, "seconds", 0) else 0

@@ -2,6 +2,7 @@
 
 import hashlib
 import re
+import shlex
 import subprocess
 import time
 from pathlib import Path
@@ -12,9 +13,14 @@ from site_repo import build_site_repo
 
 from sum_tasks.testing.client import Client, make_client
 from sum_tasks.testing.hosts import TestHost
+from sum_tasks.testing.load import Load
 
 pytestmark = pytest.mark.e2e
 BACKUPS = "/srv/sum/acme/backups"
+KEPT, COPY = "acme-before-restore", "restore-acme"
+# Requests/s answered at least, of the 40 sent: the restore's own work (the load, Django's migrate --check, the safety
+# dump) shares the host's two cores with the app, which then answers more slowly than during a release.
+MIN_RATE = 10
 # Samples every process's argv 50 times a second; records db tool sightings, and any sample holding the password.
 SAMPLER = """\
 sed -n 's/^DJANGO_DB_PASSWORD=//p' /srv/sum/acme/.env > /root/pw
@@ -26,6 +32,7 @@ while :; do
     sleep 0.02
 done
 """
+SCRIPT = "/usr/local/bin/sum-acme-db"
 HOLD_LOCK = ("flock -n /srv/sum/acme/.lock sh -c 'echo \"release by tester@ci since now (pid $$)\" > /srv/sum/acme/.lock.info; "
              "echo HELD $$; exec sleep 60'")
 NAME = re.compile(r"acme_db_\d{8}T\d{6}Z(?:-[a-z0-9-]+)?\.sql\.(?:gz|zst)")
@@ -53,21 +60,36 @@ class Site:
         self.host, self.client = host, client
         self.outputs: list[str] = []
 
-    def fab(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        result = self.client.fab(*args, check=check)
+    def fab(self, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        result = self.client.fab(*args, check=check, env=env)
         self.outputs.append(result.stdout + result.stderr)
         return result
 
-    def psql(self, sql: str) -> str:
+    def psql(self, sql: str, db: str = "") -> str:
+        """`sql` as the site's role, in the live database or in `db`."""
+        target = shlex.quote(db) if db else '"$DJANGO_DB_NAME"'
         script = ('set -a; . /srv/sum/acme/.env; set +a; export PGPASSWORD="$DJANGO_DB_PASSWORD"; '
-                  'psql -X -q -At -v ON_ERROR_STOP=1 -h "$DJANGO_DB_HOST" -p "$DJANGO_DB_PORT" -U "$DJANGO_DB_USER" -d "$DJANGO_DB_NAME" -f -')
+                  'psql -X -q -At -v ON_ERROR_STOP=1 -h "$DJANGO_DB_HOST" -p "$DJANGO_DB_PORT" -U "$DJANGO_DB_USER" '
+                  f'-d {target} -f -')
         return self.host.ssh(script, user="deploy", input=sql).stdout
 
-    def snapshot(self) -> dict[str, str]:
-        """Every table's row count and the md5 of its rows, and the indexes."""
-        tables = dict(line.split("|", 1) for line in self.psql(SNAPSHOT_SQL).splitlines())
-        tables["indexes"] = self.psql("SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes WHERE schemaname = 'public'").strip()
+    def snapshot(self, db: str = "") -> dict[str, str]:
+        """Every table's row count and the md5 of its rows, and the indexes (of the live database, or of `db`)."""
+        tables = dict(line.split("|", 1) for line in self.psql(SNAPSHOT_SQL, db).splitlines())
+        tables["indexes"] = self.psql("SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes WHERE schemaname = 'public'",
+                                      db).strip()
         return tables
+
+    def databases(self) -> set[str]:
+        return set(self.host.ssh("runuser -u postgres -- psql -XAtc 'SELECT datname FROM pg_database'").stdout.split())
+
+    def main_pids(self) -> dict[str, str]:
+        """The main process of each gunicorn colour that runs: a restart gives a new one."""
+        return {c: self.host.ssh(f"systemctl show -p MainPID --value sum-acme-gunicorn@{c}").stdout.strip() for c in self.live_colours()}
+
+    def load(self) -> Load:
+        # Enough threads to keep the rate while requests wait out the switch in Caddy.
+        return Load(self.host.ip, "acme.test", rate=40, workers=16)
 
     def backups(self) -> list[str]:
         return sorted(n for n in self.host.ssh(f"ls {BACKUPS}").stdout.split() if NAME.fullmatch(n))
@@ -131,18 +153,51 @@ def test_round_trip_restores_the_data_exactly(site):
     assert re.search(r"/health/ HTTP 200 ok .*on (blue|green)", out), out
     assert f"stopped sum-acme-gunicorn@{colours[0]}.service" in out
     assert site.live_colours() == colours and site.healthy()
+    assert f"renamed acme to {KEPT} and {COPY} to acme in one transaction" in out
+    assert KEPT in site.databases() and COPY not in site.databases()
+
+
+def test_restore_under_load_serves_until_the_switch_and_keeps_the_old_database(site):
+    name = Path(re.search(rf"{BACKUPS}/(\S+?),", site.fab("db.backup").stdout).group(1)).name
+    backed_up = site.snapshot()
+    site.psql("UPDATE shop_customer SET name = 'after the backup'; DELETE FROM notes_note WHERE id % 2 = 0;"
+              "INSERT INTO shop_order (customer_id, total, note) VALUES (1, 1, 'after the backup')")
+    replaced = site.snapshot()
+    pids = site.main_pids()
+    with site.load() as load:
+        time.sleep(1)
+        started = time.monotonic()
+        out = site.fab("db.restore", "--file", name, "--i-know-this-will-overwrite").stdout
+        took = time.monotonic() - started
+        time.sleep(1)
+    down = float(re.search(r"app down ([\d.]+)s", out).group(1))
+    print(f"\ndb.restore under load ({took:.1f}s in all): {load.downtime()}; app down {down:.2f}s by the script's clock")
+    assert load.total / load.seconds >= MIN_RATE, load.summary()
+    # The backup is live, what it replaced is kept whole under the safety name, and dumped too.
+    assert site.snapshot() == backed_up and site.snapshot(KEPT) == replaced
+    assert COPY not in site.databases()
+    dump = re.search(rf"safety backup ({BACKUPS}/acme_db_\S+-pre-restore\.sql\.gz) \([\d.]+ [KM]B, verified\)", out)
+    assert dump and site.host.ssh(f"cd {BACKUPS} && sha256sum -c {Path(dump.group(1)).name}.sha256").returncode == 0
+    assert site.healthy() and site.main_pids().keys() == pids.keys() and site.main_pids() != pids
+    # The app stopped only for the switch: the load, the checks and the safety dump ran while it served.
+    steps = [line.split()[1] for line in out.splitlines() if re.match(r"  (ok|changed|WARNING) ", line)]
+    assert steps.index("restore") < steps.index("tables") < steps.index("migrate") < steps.index("switch") < steps.index("safety")
+    # What visitors saw is the switch and nothing else: no good answer for about as long as the app was down (Caddy
+    # holds requests up to 5 s, so a short switch fails none), and that is a small part of the whole restore.
+    assert load.longest_gap() < down + 2 and load.failure_run()[1] < down + 1 and down < took / 2, (load.downtime(), down, took)
 
 
 def test_a_restore_meeting_a_running_backup_waits_with_the_site_up(site):
     name = site.backups()[-1]
     colours = site.live_colours()
-    # The backups' lock, held as a running backup holds it, for 6 s.
-    site.host.ssh("nohup flock /srv/sum/acme/backups/.backup.lock sleep 6 >/dev/null 2>&1 </dev/null &", user="deploy")
+    # The backups' lock, held as a running backup holds it, for 15 s: longer than the restore takes to load and check its
+    # copy, so its switch meets it.
+    site.host.ssh("nohup flock /srv/sum/acme/backups/.backup.lock sleep 15 >/dev/null 2>&1 </dev/null &", user="deploy")
     time.sleep(0.5)
     started = time.monotonic()
     restore = subprocess.Popen([site.client.python, "-m", "fabric", "db.restore", "--file", name, "--i-know-this-will-overwrite"],
                                cwd=site.client.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
-    while time.monotonic() - started < 4:
+    while time.monotonic() - started < 13:
         assert site.live_colours() == colours, "the app stopped while the restore waited for the backup"
         time.sleep(0.3)
     out = restore.communicate(timeout=300)[0]
@@ -164,16 +219,23 @@ def test_broken_files_are_refused_or_rolled_back(site):
     assert "SELEC broken" in site.host.ssh(f"zcat {BACKUPS}/sqlerror.sql.gz").stdout
     expected = {"half": "corrupt or truncated", "garbage": "corrupt or truncated", "empty": "is empty",
                 "plain": "neither gzip nor zstd", "sqlerror": "failed and was rolled back"}
+    pids = site.main_pids()
     for case, message in expected.items():
-        result = site.fab("db.restore", "--file", f"{case}.sql.gz", "--i-know-this-will-overwrite", check=False)
+        with site.load() as load:
+            result = site.fab("db.restore", "--file", f"{case}.sql.gz", "--i-know-this-will-overwrite", check=False)
         assert result.returncode != 0 and message in result.stderr, (case, result.stderr)
         if case == "sqlerror":
-            assert 'syntax error at or near "SELEC"' in result.stderr and "/health/ HTTP 200" in result.stdout
+            # It failed loading into the copy, while the app served on: the copy is dropped, the app was never stopped.
+            assert 'syntax error at or near "SELEC"' in result.stderr and f"drop {COPY}" in result.stdout
         else:
             assert "refused:" in result.stderr and "nothing was touched" in result.stderr
-            assert "safety backup" not in result.stdout and "app back up" not in result.stdout
+        assert "safety backup" not in result.stdout and "app back up" not in result.stdout and "switch" not in result.stdout
         assert site.snapshot() == before, case
-        assert site.healthy() and site.live_colours()
+        assert site.healthy() and site.main_pids() == pids, case
+        assert COPY not in site.databases()
+        # No downtime at all: not one request failed, and no gunicorn was restarted (same main processes).
+        print(f"\n{case}: {load.downtime()}")
+        assert load.failed == 0, (case, load.downtime())
 
 
 def test_runbook_pipeline_backup_restores_from_a_local_file(site, tmp_path):
@@ -189,6 +251,45 @@ def test_runbook_pipeline_backup_restores_from_a_local_file(site, tmp_path):
     assert "upload runbook.sql.gz" in out and "sha256 matches" in out
     assert site.snapshot() == before
     assert site.host.ssh(f"stat -c '%a %U' {BACKUPS}/runbook.sql.gz").stdout.split() == ["600", "deploy"]
+
+
+def test_db_list_shows_the_safety_database_and_the_next_good_backup_drops_it(site):
+    assert KEPT in site.databases()
+    assert re.search(rf"safety database {KEPT}, [\d.]+ [KM]B: replaced by db.restore at \S+ \S+Z; the next good backup drops it",
+                     site.fab("db.list").stdout)
+    # A dump of it (db.restore's safety backup) keeps it; the nightly backup of the live database drops it, once verified.
+    site.host.ssh(f"{SCRIPT} backup --db {KEPT} --label pre-restore --keep 0", user="deploy")
+    assert KEPT in site.databases()
+    site.host.ssh("sudo -n /usr/bin/systemctl start sum-acme-backup.service", user="deploy")
+    assert KEPT not in site.databases()
+    assert f"SAFETY_DROPPED {KEPT}" in site.host.ssh("journalctl -u sum-acme-backup.service -o cat --no-pager").stdout
+    assert "safety database" not in site.fab("db.list").stdout
+
+
+def test_an_unhealthy_app_after_the_switch_gets_the_old_database_back(site):
+    name = site.backups()[-1]
+    site.psql("UPDATE shop_customer SET name = 'live before the failed restore'")
+    before, colours = site.snapshot(), site.live_colours()
+    # The app's cache is critical to /health/: with Redis held down (a failing condition, so the app's Wants= cannot
+    # start it), every answer is 503 once the app starts on the restored database.
+    held = "/run/systemd/system/sum-acme-redis.service.d"
+    site.host.ssh(f"mkdir -p {held} && printf '[Unit]\\nConditionPathExists=/nonexistent\\n' > {held}/held-down.conf && "
+                  "systemctl daemon-reload && systemctl stop sum-acme-redis.service")
+    try:
+        failed = site.fab("db.restore", "--file", name, "--i-know-this-will-overwrite", check=False,
+                          env={"FABRIC_SUM_HEALTH_TIMEOUT": "5"})
+    finally:
+        site.host.ssh(f"rm -r {held} && systemctl daemon-reload && systemctl start sum-acme-redis.service")
+    assert failed.returncode != 0, failed.stdout
+    assert "the app was not healthy on the restored database" in failed.stderr and "the old database is back" in failed.stderr
+    assert "put the old acme back" in failed.stderr and "safety backup" not in failed.stdout
+    assert site.snapshot() == before
+    assert not {KEPT, COPY} & site.databases()
+    deadline = time.monotonic() + 30
+    while not site.healthy():
+        assert time.monotonic() < deadline, "the app did not come back once Redis was back"
+        time.sleep(0.5)
+    assert site.live_colours() == colours
 
 
 def test_refusals(site):

@@ -1,9 +1,11 @@
 """db.*: names, validation, output parsing, the provision plan's part, and the host script run here on stubs."""
 
+import fcntl
 import gzip
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import textwrap
@@ -22,7 +24,7 @@ from sum_tasks.commands import templating
 from sum_tasks.commands.facts import Facts
 from sum_tasks.commands.script import Script
 from sum_tasks.configuration import load_site
-from sum_tasks.operations.backups import scratch_unit
+from sum_tasks.operations.backups import restore_units, scratch_unit
 from sum_tasks.operations.plan import host_plan
 
 DUMP = textwrap.dedent("""\
@@ -52,15 +54,23 @@ NAME_RE = r"acme-kitchens_db_\d{8}T\d{6}Z(-[a-z0-9-]+)?\.sql\.(gz|zst)"
 # ---------------------------------------------------------------- names and validation
 
 
-def test_scratch_database_name_can_never_be_a_site_database(site_config):
-    short = load_site(site_config)
-    assert db.scratch_db_name(short) == "rehearse-acme_kitchens"
+@pytest.mark.parametrize("name_of,short", [(db.scratch_db_name, "rehearse-acme_kitchens"), (db.restore_db_name, "restore-acme_kitchens"),
+                                           (db.safety_db_name, "acme_kitchens-before-restore")])
+def test_derived_database_names_can_never_be_a_site_database(site_config, name_of, short):
+    assert name_of(load_site(site_config)) == short
     long_a = load_site({**site_config, "site_slug": "a" * 60 + "-xy"})
     long_b = load_site({**site_config, "site_slug": "a" * 60 + "-xz"})
     for site in (long_a, long_b):
-        name = db.scratch_db_name(site)
+        name = name_of(site)
         assert len(name.encode()) <= 63 and "-" in name and name != site.db_name
-    assert db.scratch_db_name(long_a) != db.scratch_db_name(long_b)
+    assert name_of(long_a) != name_of(long_b)
+
+
+def test_the_three_derived_names_never_meet(site_config):
+    for slug in ("acme-kitchens", "a" * 60 + "-xy", "restore", "before"):
+        site = load_site({**site_config, "site_slug": slug})
+        names = {db.scratch_db_name(site), db.restore_db_name(site), db.safety_db_name(site), site.db_name}
+        assert len(names) == 4, names
 
 
 @pytest.mark.parametrize("value,expected", [("", None), ("1", 1), ("14", 14), (" 3 ", 3), (10000, 10000)])
@@ -131,16 +141,36 @@ def test_result_lines_and_errors():
     assert db.script_error(result(exited=7)) == "exit status 7"
 
 
-def test_restore_notes_name_the_safety_backup():
-    out = ("STOPPED sum-x-gunicorn@blue.service\nVERIFIED format=gzip size=5 sha256=aa seconds=0.1\n"
-           "BACKUP file=/srv/sum/x/backups/x_db_20261126T031500Z-pre-restore.sql.gz size=2000000 sha256=aa format=gzip "
-           "dump_seconds=1 verify_seconds=1\nRESTORED db=x seconds=3.20\nSTARTED sum-x-gunicorn@blue.service\n")
+def test_restore_notes_name_each_step_of_the_switch():
+    out = ("WAITING for /srv/sum/x/backups/.backup.lock (a backup is running)\nSTOPPED sum-x-gunicorn@blue.service\n"
+           "SWITCHED live=x kept=x-before-restore copy=restore-x\nSTARTED sum-x-gunicorn@blue.service\n"
+           "HEALTHY sum-x-gunicorn@blue.service\nDOWN seconds=1.52\n")
     assert db.restore_notes(out) == [
+        "waited for a running backup to finish, the app still serving",
         "stopped sum-x-gunicorn@blue.service",
+        "renamed x to x-before-restore and restore-x to x in one transaction",
+        "started sum-x-gunicorn@blue.service",
+        "/health/ 200 on sum-x-gunicorn@blue.service",
+        "app down 1.52s",
+    ]
+    assert db.restore_notes("SWITCHED_BACK live=x\n") == ["put the old x back"]
+
+
+def test_restore_notes_name_the_load_and_the_safety_backup():
+    out = ("BACKUP file=/srv/sum/x/backups/x_db_20261126T031500Z-pre-restore.sql.gz size=2000000 sha256=aa format=gzip "
+           "dump_seconds=1 verify_seconds=1\nRESTORED db=restore-x seconds=3.20\n")
+    assert db.restore_notes(out) == [
         "safety backup /srv/sum/x/backups/x_db_20261126T031500Z-pre-restore.sql.gz (2.0 MB, verified)",
         "restored in 3.20s, one transaction",
-        "started sum-x-gunicorn@blue.service",
     ]
+
+
+def test_a_backup_says_what_became_of_the_safety_database():
+    assert db.safety_note("BACKUP file=x\nSAFETY_DROPPED x-before-restore\n") == (
+        "dropped x-before-restore, the database the last restore replaced")
+    assert db.safety_note("SAFETY_KEPT x-before-restore (a task holds the site lock)\n") == (
+        "kept x-before-restore (a task holds the site lock)")
+    assert db.safety_note("BACKUP file=x\n") == ""
 
 
 LIST = """\
@@ -165,6 +195,14 @@ UnitFileState=enabled
 LastTriggerUSec=Thu 2026-11-26 03:15:00 UTC
 NextElapseUSecRealtime=Fri 2026-11-27 03:15:00 UTC
 """.format(a="a" * 64, b="b" * 64)
+
+
+def test_list_names_the_safety_database():
+    assert db.parse_safety(LIST) is None
+    kept = db.parse_safety(LIST + "@@safety\nacme_kitchens-before-restore\t23400000\tsum_tasks: replaced by db.restore at 2026-12-01 02:00:00Z\n")
+    assert kept == db.SafetyDb("acme_kitchens-before-restore", 23400000, "sum_tasks: replaced by db.restore at 2026-12-01 02:00:00Z")
+    assert kept.describe() == ("safety database acme_kitchens-before-restore, 23.4 MB: replaced by db.restore at 2026-12-01 02:00:00Z; "
+                               "the next good backup drops it")
 
 
 def test_list_output(site):
@@ -289,14 +327,24 @@ def test_provision_installs_script_units_and_timer(site):
     assert "systemctl enable --now sum-acme-kitchens-backup.timer" in ops["backup timer enabled and running"].apply
     create = ops["scratch database create unit"].stdin.decode()
     assert "User=postgres" in create and "ExecStart=/usr/local/bin/sum-acme-kitchens-db scratch create" in create
+    for action in ("create", "switch", "back"):
+        unit = ops[f"restore database unit sum-acme-kitchens-restoredb-{action}.service"]
+        text = unit.stdin.decode()
+        assert "/etc/systemd/system/sum-acme-kitchens-restoredb-" + action + ".service" in unit.apply
+        assert "User=postgres" in text and "Type=oneshot" in text and "NoNewPrivileges=yes" in text
+        assert f"\nExecStart=/usr/local/bin/sum-acme-kitchens-db restoredb {action}\n" in text
+    assert "rename acme_kitchens to acme_kitchens-before-restore and restore-acme_kitchens to acme_kitchens" in (
+        ops["restore database unit sum-acme-kitchens-restoredb-switch.service"].stdin.decode())
 
 
-def test_sudo_rules_add_exact_backup_and_scratch_starts(site):
-    added = [c for c in site.paths.sudo_commands() if c.endswith(("-backup.service", "-scratchdb-create.service", "-scratchdb-drop.service"))]
+def test_sudo_rules_add_exact_backup_scratch_and_restore_starts(site):
+    units = ("backup", "scratchdb-create", "scratchdb-drop", "restoredb-create", "restoredb-switch", "restoredb-back")
+    added = [c for c in site.paths.sudo_commands() if c.endswith(tuple(f"-{u}.service" for u in units))]
     assert "/usr/bin/systemctl start sum-acme-kitchens-backup.service" in added
     assert "/usr/bin/systemctl start sum-acme-kitchens-scratchdb-drop.service" in added
-    assert len(added) == 6
-    assert all(re.fullmatch(r"/(usr/)?bin/systemctl start sum-acme-kitchens-(backup|scratchdb-create|scratchdb-drop)\.service", c) for c in added)
+    assert "/usr/bin/systemctl start sum-acme-kitchens-restoredb-switch.service" in added
+    assert len(added) == 12
+    assert all(re.fullmatch(rf"/(usr/)?bin/systemctl start sum-acme-kitchens-({'|'.join(units)})\.service", c) for c in added)
 
 
 def test_config_changes_reach_the_units(site_config):
@@ -316,6 +364,7 @@ def test_units_pass_systemd_analyze_verify(tmp_path, site):
         "sum-acme-kitchens-backup.timer": templating.render("backup.timer.j2", ctx),
         "sum-acme-kitchens-scratchdb-create.service": scratch_unit(site, "create"),
         "sum-acme-kitchens-scratchdb-drop.service": scratch_unit(site, "drop"),
+        **restore_units(site),
     }
     for name, text in units.items():
         (tmp_path / name).write_text(text)
@@ -342,21 +391,47 @@ STUBS = {
         cat "$STUB/dump"
         exit "$(cat "$STUB/dump.rc" 2>/dev/null || echo 0)"
     """,
+    # A catalog of one file: $STUB/databases names the databases there are; DROP DATABASE takes one out.
     "psql": """\
         printf '%s\\n' "$@" >> "$STUB/psql.argv"
         db="" prev=""
         for a in "$@"; do if [ "$prev" = -d ]; then db=$a; fi; prev=$a; done
         if printf '%s\\n' "$@" | grep -qx -- -c; then cat "$STUB/counts.$db" 2>/dev/null; exit 0; fi
         cat > "$STUB/psql.stdin"
+        db=$(printf '%s\\n' "$@" | sed -n 's/^db=//p' | tail -n 1)
+        if grep -q 'count(\\*) FROM pg_database' "$STUB/psql.stdin"; then
+            grep -qsxF -- "$db" "$STUB/databases" && echo 1 || echo 0
+        elif grep -q pg_database_size "$STUB/psql.stdin"; then
+            ! grep -qsxF -- "$db" "$STUB/databases" || printf '%s\\t5000000\\tsum_tasks: replaced by db.restore at 2026-12-01 02:00:00Z\\n' "$db"
+        elif grep -q 'DROP DATABASE' "$STUB/psql.stdin" && [ ! -e "$STUB/drop.fails" ]; then
+            echo "$db" >> "$STUB/dropped"
+            grep -vxF -- "$db" "$STUB/databases" > "$STUB/databases.new" || true
+            mv "$STUB/databases.new" "$STUB/databases"
+        elif grep -q 'DROP DATABASE' "$STUB/psql.stdin"; then
+            echo "ERROR:  must be owner of database $db" >&2
+            exit 1
+        fi
         exit "$(cat "$STUB/psql.rc" 2>/dev/null || echo 0)"
     """,
     "systemctl": """\
         if [ "$1" = is-active ]; then grep -qx "$2" "$STUB/active" 2>/dev/null && echo active || { echo inactive; exit 3; }; fi
     """,
+    # Logs each command; fails the ones listed in $STUB/sudo.fail, as a failed unit does.
     "sudo": """\
         echo "$*" >> "$STUB/sudo.log"
-        if grep -qxF -- "$*" "$STUB/sudo.fail" 2>/dev/null; then echo "Job failed" >&2; exit 1; fi
+        if grep -qxF -- "$*" "$STUB/sudo.fail" 2>/dev/null; then
+            echo "Job for ${*: -1} failed because the control process exited with error code." >&2
+            exit 1
+        fi
         if grep -qxF -- "$*" "$STUB/sudo.slow" 2>/dev/null; then touch "$STUB/sudo.waiting"; sleep 30 || true; fi
+    """,
+    "journalctl": """\
+        cat "$STUB/journal" 2>/dev/null || true
+    """,
+    # /health/ on a socket: $STUB/health holds the answer (body, Location, code); a hung app sleeps first.
+    "curl": """\
+        [ ! -e "$STUB/health.sleep" ] || sleep "$(cat "$STUB/health.sleep")"
+        cat "$STUB/health" 2>/dev/null || printf '\\n\\n000'
     """,
 }
 
@@ -410,8 +485,9 @@ class Host:
 
 
 @pytest.fixture
-def host(tmp_path, site):
-    return Host(tmp_path, site)
+def host(tmp_path, site_config):
+    # Two seconds to answer /health/: a test of an unhealthy switch waits that long, not the default 30.
+    return Host(tmp_path, load_site({**site_config, "health_timeout": 2}))
 
 
 @pytest.mark.parametrize("fmt,ext", [("gzip", "gz"), ("zstd", "zst")])
@@ -536,39 +612,188 @@ def test_restore_streams_one_transaction_and_commits_only_a_whole_stream(host):
     assert out.returncode != 0 and "failed and was rolled back" in out.stderr
 
 
-def test_restore_refuses_a_broken_file_before_stopping_anything(host):
+def test_restore_loads_into_the_database_it_is_given_and_touches_no_unit(host):
+    good = host.backup_file("acme-kitchens_db_20260101T000000Z.sql.gz")
+    (host.stub / "active").write_text("sum-acme-kitchens-gunicorn@blue.service\n")
+    out = host.run("restore", str(good), "--db", "restore-acme_kitchens", "--verified")
+    assert out.returncode == 0, out.stderr
+    assert db.first(out.stdout, "RESTORED")["db"] == "restore-acme_kitchens"
+    assert "-d\nrestore-acme_kitchens\n" in (host.stub / "psql.argv").read_text()
+    assert not (host.stub / "sudo.log").exists()
+
+
+def test_restore_refuses_a_broken_file_before_loading_anything(host):
     bad = host.backups / "bad.sql.gz"
     bad.write_bytes(b"\x1f\x8b" + b"junk" * 10)
-    (host.stub / "active").write_text("sum-acme-kitchens-gunicorn@blue.service\n")
-    out = host.run("restore", str(bad), "--safety-backup", "--app", "sum-acme-kitchens-gunicorn@blue.service")
+    out = host.run("restore", str(bad), "--db", "restore-acme_kitchens")
     assert out.returncode != 0 and "corrupt or truncated" in out.stderr
     assert not (host.stub / "sudo.log").exists() and not (host.stub / "psql.stdin").exists()
 
 
-@pytest.mark.parametrize("psql_rc", [0, 3])
-def test_restore_stops_running_units_and_starts_them_whatever_happens(host, psql_rc):
-    good = host.backup_file("acme-kitchens_db_20260101T000000Z.sql.gz")
-    (host.stub / "active").write_text("sum-acme-kitchens-gunicorn@green.service\nsum-acme-kitchens-celery.service\n")
-    (host.stub / "psql.rc").write_text(str(psql_rc))
-    units = ["sum-acme-kitchens-gunicorn@blue.service", "sum-acme-kitchens-gunicorn@green.service", "sum-acme-kitchens-celery.service"]
-    out = host.run("restore", str(good), "--verified", "--safety-backup", *[a for u in units for a in ("--app", u)])
-    assert (out.returncode == 0) == (psql_rc == 0), out.stderr
-    assert (host.stub / "sudo.log").read_text().splitlines() == [
-        "-n /usr/bin/systemctl stop sum-acme-kitchens-gunicorn@green.service",
-        "-n /usr/bin/systemctl stop sum-acme-kitchens-celery.service",
-        "-n /usr/bin/systemctl start sum-acme-kitchens-gunicorn@green.service",
-        "-n /usr/bin/systemctl start sum-acme-kitchens-celery.service",
+UNITS = ["sum-acme-kitchens-gunicorn@blue.service", "sum-acme-kitchens-gunicorn@green.service", "sum-acme-kitchens-celery.service"]
+BLUE = UNITS[0]
+HEALTHY = '{"status": "ok"}\n\n200'
+
+
+def switch(host: "Host", *, running=UNITS, copy=True, health=HEALTHY, fail=()) -> subprocess.CompletedProcess:
+    """`switch --gate blue --app ...` with `running` units active, the restored copy there or not, /health/ answering
+    `health`, and the sudo commands in `fail` failing."""
+    (host.stub / "active").write_text("".join(f"{u}\n" for u in running))
+    (host.stub / "databases").write_text("acme_kitchens\n" + ("restore-acme_kitchens\n" if copy else ""))
+    (host.stub / "health").write_text(health)
+    (host.stub / "sudo.fail").write_text("".join(f"-n /usr/bin/systemctl {f}\n" for f in fail))
+    return host.run("switch", "--gate", BLUE, *[a for u in UNITS for a in ("--app", u)])
+
+
+def sudo_log(host: "Host") -> list[str]:
+    return [line.removeprefix("-n /usr/bin/systemctl ") for line in (host.stub / "sudo.log").read_text().splitlines()]
+
+
+def test_switch_stops_the_gate_last_renames_and_starts_the_gate_first(host):
+    out = switch(host)
+    assert out.returncode == 0, out.stderr
+    assert sudo_log(host) == [
+        "stop sum-acme-kitchens-gunicorn@green.service",
+        "stop sum-acme-kitchens-celery.service",
+        f"stop {BLUE}",
+        "start sum-acme-kitchens-restoredb-switch.service",
+        f"start {BLUE}",
+        "start sum-acme-kitchens-celery.service",
+        "start sum-acme-kitchens-gunicorn@green.service",
     ]
-    safety = db.first(out.stdout, "BACKUP")["file"]
-    assert safety.endswith("-pre-restore.sql.gz") and Path(safety).exists()
     tags = [t for t, _ in db.records(out.stdout)]
-    assert tags.index("STOPPED") < tags.index("BACKUP") < tags.index("STARTED")
+    assert tags == ["STOPPED", "STOPPED", "STOPPED", "SWITCHED", "STARTED", "HEALTHY", "DOWN", "STARTED", "STARTED"]
+    assert db.first(out.stdout, "SWITCHED") == {"live": "acme_kitchens", "kept": "acme_kitchens-before-restore",
+                                                "copy": "restore-acme_kitchens"}
+    assert float(db.first(out.stdout, "DOWN")["seconds"]) < 5
 
 
-def test_restore_refuses_units_of_other_sites(host):
-    good = host.backup_file("acme-kitchens_db_20260101T000000Z.sql.gz")
-    out = host.run("restore", str(good), "--app", "caddy.service")
+def test_switch_with_nothing_running_only_renames(host):
+    out = switch(host, running=[])
+    assert out.returncode == 0, out.stderr
+    assert sudo_log(host) == ["start sum-acme-kitchens-restoredb-switch.service"]
+    assert [t for t, _ in db.records(out.stdout)] == ["SWITCHED"]
+
+
+def test_switch_without_a_restored_copy_touches_nothing(host):
+    out = switch(host, copy=False)
+    assert out.returncode != 0 and "there is no restore-acme_kitchens to switch to" in out.stderr and "nothing was touched" in out.stderr
+    assert not (host.stub / "sudo.log").exists()
+
+
+def test_switch_that_cannot_rename_leaves_the_live_database_and_starts_the_app(host):
+    (host.stub / "journal").write_text("ERROR:  database \"acme_kitchens\" is being accessed by other users\n")
+    out = switch(host, fail=["start sum-acme-kitchens-restoredb-switch.service"])
+    assert out.returncode != 0 and "the live database is unchanged" in out.stderr
+    assert "is being accessed by other users" in out.stderr
+    assert "start sum-acme-kitchens-restoredb-back.service" not in sudo_log(host)
+    assert sudo_log(host)[-3:] == [f"start {BLUE}", "start sum-acme-kitchens-celery.service", "start sum-acme-kitchens-gunicorn@green.service"]
+    assert "SWITCHED" not in out.stdout
+
+
+@pytest.mark.parametrize("case", ["unhealthy", "does not start"])
+def test_an_unhealthy_app_after_the_switch_puts_the_old_database_back(host, case):
+    if case == "unhealthy":
+        out = switch(host, health='{"status": "unhealthy"}\n\n503')
+        assert "the app was not healthy on the restored database (/health/ on " + BLUE + ": HTTP 503)" in out.stderr
+    else:
+        out = switch(host, fail=[f"start {BLUE}"])
+        assert f"{BLUE} did not start on the restored database" in out.stderr
+    assert out.returncode != 0 and "the old database is back, nothing changed" in out.stderr
+    log = sudo_log(host)
+    assert log.index("start sum-acme-kitchens-restoredb-switch.service") < log.index("start sum-acme-kitchens-restoredb-back.service")
+    # On the way back every unit that ran before is stopped, then started again on the old database, the gate first.
+    back = log.index("start sum-acme-kitchens-restoredb-back.service")
+    assert log[back + 1:][-3:] == [f"start {BLUE}", "start sum-acme-kitchens-celery.service", "start sum-acme-kitchens-gunicorn@green.service"]
+    assert "SWITCHED_BACK" in out.stdout and "HEALTHY" not in out.stdout and "DOWN" not in out.stdout
+    assert (host.stub / "dropped").read_text().split() == ["restore-acme_kitchens"]
+
+
+def test_a_failed_way_back_says_where_each_database_is(host):
+    out = switch(host, health='{"status": "unhealthy"}\n\n503', fail=["start sum-acme-kitchens-restoredb-back.service"])
+    assert out.returncode != 0
+    assert "putting the old database back failed" in out.stderr
+    assert "the restored database is live, the old one is acme_kitchens-before-restore" in out.stderr
+    assert sudo_log(host)[-1] == "start sum-acme-kitchens-gunicorn@green.service"
+
+
+def test_switch_goes_on_when_the_ssh_session_hangs_up(host):
+    """A dropped connection sends SIGHUP: the switch, its health gate and the starts still run to the end."""
+    (host.stub / "active").write_text("".join(f"{u}\n" for u in UNITS))
+    (host.stub / "databases").write_text("acme_kitchens\nrestore-acme_kitchens\n")
+    (host.stub / "health").write_text(HEALTHY)
+    (host.stub / "health.sleep").write_text("1")
+    proc = subprocess.Popen(["bash", str(host.script), "switch", "--gate", BLUE, *[a for u in UNITS for a in ("--app", u)]],
+                            env=host.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while "restoredb-switch" not in ((host.stub / "sudo.log").read_text() if (host.stub / "sudo.log").exists() else ""):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGHUP)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "HEALTHY" in out and "DOWN" in out and sudo_log(host)[-1] == "start sum-acme-kitchens-gunicorn@green.service"
+
+
+def test_switch_refuses_units_of_other_sites(host):
+    out = host.run("switch", "--app", "caddy.service")
     assert out.returncode != 0 and "not a unit of this site" in out.stderr
+
+
+def test_a_backup_of_the_live_database_drops_the_safety_database(host):
+    (host.stub / "databases").write_text("acme_kitchens\nacme_kitchens-before-restore\n")
+    out = host.run("backup")
+    assert out.returncode == 0, out.stderr
+    assert "SAFETY_DROPPED acme_kitchens-before-restore" in out.stdout
+    assert (host.stub / "databases").read_text() == "acme_kitchens\n"
+    out = host.run("backup")
+    assert "SAFETY_" not in out.stdout
+
+
+def test_a_backup_of_the_safety_database_keeps_it(host):
+    (host.stub / "databases").write_text("acme_kitchens\nacme_kitchens-before-restore\n")
+    out = host.run("backup", "--db", "acme_kitchens-before-restore", "--label", "pre-restore", "--keep", "0")
+    assert out.returncode == 0, out.stderr
+    assert "SAFETY_" not in out.stdout and not (host.stub / "dropped").exists()
+    assert db.first(out.stdout, "BACKUP")["file"].endswith("-pre-restore.sql.gz")
+    out = host.run("backup", "--db", "no_such_db")
+    assert out.returncode != 0 and "no database no_such_db to back up" in out.stderr
+
+
+def test_a_backup_keeps_the_safety_database_while_a_task_holds_the_site_lock(host):
+    (host.stub / "databases").write_text("acme_kitchens\nacme_kitchens-before-restore\n")
+    with open(host.root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        out = host.run("backup")
+    assert out.returncode == 0, out.stderr
+    assert "SAFETY_KEPT acme_kitchens-before-restore (a task holds the site lock)" in out.stdout
+    (host.stub / "drop.fails").touch()
+    out = host.run("backup")
+    assert out.returncode == 0 and "SAFETY_KEPT acme_kitchens-before-restore (ERROR:  must be owner" in out.stdout
+
+
+def test_list_names_the_safety_database_when_there_is_one(host):
+    (host.stub / "databases").write_text("acme_kitchens\n")
+    assert db.parse_safety(host.run("list").stdout) is None
+    (host.stub / "databases").write_text("acme_kitchens\nacme_kitchens-before-restore\n")
+    kept = db.parse_safety(host.run("list").stdout)
+    assert kept is not None and kept.name == "acme_kitchens-before-restore" and kept.size == 5000000
+    (host.root / ".env").chmod(0)
+    if os.geteuid() != 0:
+        assert db.parse_safety(host.run("list").stdout) is None
+
+
+@pytest.mark.parametrize("command", [["scratch", "create"], ["restoredb", "create"], ["restoredb", "switch"], ["restoredb", "back"]])
+def test_the_postgres_commands_refuse_any_other_user(host, command):
+    out = host.run(*command)
+    assert out.returncode != 0 and "this runs as postgres" in out.stderr
+    assert not (host.stub / "psql.argv").exists()
+
+
+def test_discard_drops_the_restored_copy_as_its_owner(host):
+    (host.stub / "databases").write_text("acme_kitchens\nrestore-acme_kitchens\n")
+    assert host.run("discard").returncode == 0
+    assert (host.stub / "dropped").read_text().split() == ["restore-acme_kitchens"]
 
 
 def test_list_reports_files_and_rehashes_on_request(host, site):
