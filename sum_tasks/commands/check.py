@@ -129,8 +129,15 @@ def check_services(site: Site, sections: dict[str, str]) -> list[Check]:
             checks.append(Check("gunicorn", "fail", f"{live} is live but {states.get(unit, 'unknown')}: see `fab logs`{other}"))
     for unit in (u for u in expected if not site.paths.unit_colour(u)):
         name = {"caddy.service": "caddy", site.paths.celery_beat: "celery beat"}.get(unit, "celery")
-        ok = states.get(unit) == "active"
-        checks.append(Check(name, "ok" if ok else "fail", f"{unit} {states.get(unit, 'unknown')}" + ("" if ok else f": see `fab logs --service {name.split()[0]}`")))
+        status = states.get(unit, "unknown")
+        if status == "active":
+            checks.append(Check(name, "ok", f"{unit} active"))
+        elif unit != "caddy.service" and status in ("activating", "deactivating"):
+            # A release or rollback restarts the worker in the background: the old one finishes its running tasks first.
+            checks.append(Check(name, "warn", f"{unit} {status}: restarting after a release or rollback (the running tasks finish "
+                                f"first, up to {site.celery_stop_timeout}s); check again shortly"))
+        else:
+            checks.append(Check(name, "fail", f"{unit} {status}: see `fab logs --service {name.split()[0]}`"))
     return checks
 
 

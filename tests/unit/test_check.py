@@ -422,3 +422,17 @@ System check identified 2 issues (0 silenced).
 def test_django_check_deploy(output, status, result, words):
     got = check.check_deploy(output, status)
     assert got.status == result and words in got.detail, got
+
+
+@pytest.mark.parametrize("state,status", [("active", "ok"), ("deactivating", "warn"), ("activating", "warn"), ("failed", "fail"),
+                                          ("inactive", "fail")])
+def test_a_celery_worker_restarting_after_a_release_is_a_warning_not_a_failure(site_config, state, status):
+    from sum_tasks.configuration import load_site
+
+    site = load_site({**site_config, "celery": True})
+    found = by_name(check.check_services(site, {**SECTIONS, "active": f"active\ninactive\ninactive\n{state}\nactive\n"}))
+    assert found["celery"].status == status, found["celery"]
+    assert found["caddy"].status == "ok"
+    if status == "warn":
+        assert "restarting after a release or rollback" in found["celery"].detail
+    assert by_name(check.check_services(site, {**SECTIONS, "active": "active\ninactive\ninactive\nactive\ndeactivating\n"}))["caddy"].status == "fail"
