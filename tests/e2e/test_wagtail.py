@@ -125,10 +125,14 @@ def test_the_wagtail_client_site_as_an_agency_runs_it(host_factory, tmp_path, su
     assert code == 200 and "contains text/plain, not an image this site accepts" in body.replace("&quot;", '"')
 
     # Scheduled publishing: a page due a minute ago goes live when the schedule's timer runs publish_scheduled.
+    # The timer is held while the page is made, so no run of its own (every five minutes on the clock) publishes it early.
+    assert host.ssh("systemctl is-active sum-studio-schedule-publish.timer").stdout.strip() == "active"
+    host.ssh("systemctl stop sum-studio-schedule-publish.timer && "
+             "while systemctl is-active -q sum-studio-schedule-publish.service; do sleep 0.5; done")
     out = client.fab("manage", "--", "shell", "-c", SCHEDULE_PAGE).stdout
     assert re.search(r"^scheduled \d+ False$", out, re.MULTILINE), out
     assert browser.request("/harbour-reopens/")[0] == 404
-    assert host.ssh("systemctl is-active sum-studio-schedule-publish.timer").stdout.strip() == "active"
+    host.ssh("systemctl start sum-studio-schedule-publish.timer")
     host.ssh("systemctl start sum-studio-schedule-publish.service")  # what the timer starts every five minutes
     code, _, body = browser.request("/harbour-reopens/")
     assert code == 200 and "Boats again." in body, body[:2000]
