@@ -72,9 +72,10 @@ def offsite_targets(c: Context, task_name: str, destructive: bool = False) -> It
 
 @task
 def copy(c: Context) -> None:
-    """Copy the newest verified backup and media/ off the host now (what runs after each good nightly backup)."""
+    """Copy the site backups (dump, media/ and release ledger, each as taken together) not yet off the host, now (what runs
+    after each good nightly backup)."""
     for conn, site, report in offsite_targets(c, "offsite.copy"):
-        with report.step("off-site copy of the newest verified backup and media") as step:
+        with report.step("off-site copy of the site backups not yet there") as step:
             step.changed(copy_now(conn, site))
         report.summary()
 
@@ -106,8 +107,8 @@ def snapshots(c: Context) -> None:
     "i_know_this_will_overwrite": "required: the site's database, media and live release are replaced by the snapshot's",
 })
 def recover(c: Context, snapshot: str = "latest", source: str = "auto", i_know_this_will_overwrite: bool = False) -> None:
-    """Bring the site back from the off-site repository onto this (freshly provisioned) host: the snapshot's media, the
-    release that was live when it was taken, then its database, health-gated like a release."""
+    """Bring the site back from the off-site repository onto this (freshly provisioned) host: the release that was live when
+    the snapshot was taken, then its database and media together, health-gated like a release."""
     if not i_know_this_will_overwrite:
         raise Exit("offsite.recover replaces the site's database, media and release: add --i-know-this-will-overwrite", code=2)
     validate_snapshot(snapshot)
@@ -115,7 +116,7 @@ def recover(c: Context, snapshot: str = "latest", source: str = "auto", i_know_t
     for conn, site, report in offsite_targets(c, f"offsite.recover {snapshot}", destructive=True):
         began = time.monotonic()
         with site_lock(conn, site, "offsite.recover"), \
-                report.step(f"restore snapshot {snapshot}: media into place, the dump into backups/") as step:
+                report.step(f"restore snapshot {snapshot}: the dump into backups/, media into recovery/") as step:
             result = run(conn, offsite.restore_script(site, snapshot), check=False, timeout=3600)
             dump, live = offsite.parse_restored(result.stdout)
             if not result.ok or not dump:
@@ -126,7 +127,7 @@ def recover(c: Context, snapshot: str = "latest", source: str = "auto", i_know_t
                                 f"{dump} --i-know-this-will-overwrite`")
             step.changed(f"{dump}; live then: {live.get('ref', '?')} at {live['sha'][:12]}")
         do_release(conn, site, live["sha"], releases.choose_source(site, source), False, local_repo(c))
-        restore_site(conn, site, report, dump)
+        restore_site(conn, site, report, dump, "staged")
         # This host's first copy off it: a backup of the recovered database, then the copy, as a night would.
         backup(conn, site, report)
         with report.step("off-site copy from this host") as step:

@@ -51,9 +51,8 @@ def snapshots_script(site: Site) -> Script:
 
 
 def restore_script(site: Site, snapshot: str) -> Script:
-    """Restore `snapshot` into recovery/ (its dump straight into backups/), then copy its media into media/ as the app."""
-    return Script(f"restore snapshot {snapshot}", f"{q(site.paths.offsite_script)} restore {q(snapshot)} && "
-                  f"{systemctl('start', site.paths.media_restore)}")
+    """Restore `snapshot` into recovery/ (its dump straight into backups/, its media for a site restore to stage)."""
+    return Script(f"restore snapshot {snapshot}", f"{q(site.paths.offsite_script)} restore {q(snapshot)}")
 
 
 def rehearse_script(site: Site, snapshot: str, by: str) -> Script:
@@ -92,9 +91,9 @@ class Status:
     fields: dict[str, str]
 
     def describe(self, now: int) -> str:
-        added = int(self.fields.get("data_added", "0") or 0)
+        copied = self.fields.get("copied", "?")
         return (f"snapshot {self.snapshot[:8]} of {self.dump}, {format_age(now - self.at)} old; "
-                f"{added / 1e6:.1f} MB new, {self.fields.get('seconds', '?')}s")
+                f"{copied} site backups copied, {self.fields.get('seconds', '?')}s")
 
 
 def parse_status(text: str) -> Status | None:

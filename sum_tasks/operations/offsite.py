@@ -8,7 +8,6 @@ from ..commands.script import q
 from ..commands.templating import render
 from ..configuration import Site
 from .base import Op, absent_op, enabled_op, file_op
-from .packages import APT
 from .units import DAEMON_RELOAD
 
 
@@ -19,13 +18,12 @@ def offsite_ops(site: Site, password: str, project_dir: str = "") -> list[Op]:
     key, timer = paths.offsite_key, paths.offsite_rehearse_timer
     if not site.offsite.target:
         return [absent_op("no off-site copy", [paths.offsite_script, paths.unit_file(paths.offsite_service),
-                                               paths.unit_file(paths.media_restore), paths.unit_file(paths.offsite_rehearse),
+                                               paths.unit_file(paths.offsite_rehearse),
                                                paths.unit_file(timer), paths.restic_password, paths.offsite_known_hosts,
                                                key, f"{key}.pub"],
                           before=f"systemctl disable --now {q(timer)} 2>/dev/null || true", then=DAEMON_RELOAD)]
     ctx = script_context(site)
     return [
-        Op("restic installed", "command -v restic >/dev/null", f"{APT} install restic || {{ {APT} update && {APT} install restic; }}"),
         Op(
             "off-site ssh key", f'[ "$(stat -c "%a %U %G" {q(key)} 2>/dev/null)" = "640 root {user}" ] && [ -s {q(key + ".pub")} ]',
             f"[ -s {q(key)} ] || ssh-keygen -q -t ed25519 -N '' -C {q(f'sum-{site.site_slug} off-site')} -f {q(key)}\n"
@@ -35,8 +33,6 @@ def offsite_ops(site: Site, password: str, project_dir: str = "") -> list[Op]:
         file_op("off-site password", paths.restic_password, password, 0o640, group=user),
         file_op("off-site script", paths.offsite_script, render("offsite.sh.j2", ctx, project_dir), 0o755),
         file_op("off-site unit", paths.unit_file(paths.offsite_service), render("offsite.service.j2", ctx, project_dir), then=DAEMON_RELOAD),
-        file_op("media recovery unit", paths.unit_file(paths.media_restore), render("media-restore.service.j2", ctx, project_dir),
-                then=DAEMON_RELOAD),
         file_op("off-site rehearsal unit", paths.unit_file(paths.offsite_rehearse),
                 render("offsite-rehearse.service.j2", ctx, project_dir), then=DAEMON_RELOAD),
         file_op("off-site rehearsal timer", paths.unit_file(timer), render("offsite-rehearse.timer.j2", ctx, project_dir),
