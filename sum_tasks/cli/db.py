@@ -85,21 +85,19 @@ class Backup:
     seconds: float
 
 
-def run_backup(c: Connection, site: Site, report: Report, label: str = "", keep: int | None = None, fmt: str | None = None,
-               media: bool = True) -> Backup:
-    """Dump, verify, checksum, (with `media`: snapshot with media/ into the site repository) and prune on the host; one report
-    step naming the file, its size and time, and its media snapshot."""
+def run_backup(c: Connection, site: Site, report: Report, label: str = "", keep: int | None = None, fmt: str | None = None) -> Backup:
+    """Dump, verify, checksum, snapshot with media/ into the site repository, and prune on the host; one report step naming
+    the file, its size and time, and its media snapshot."""
     validate_label(label)
-    args = ["backup", "--format", fmt or site.backups.format, "--keep", str(keep or site.backups.keep)] + (["--media"] if media else [])
+    args = ["backup", "--media", "--format", fmt or site.backups.format, "--keep", str(keep or site.backups.keep)]
     if label:
         args += ["--label", label]
-    what = "site backup" if media else "backup"
-    with report.step(f"{what} ({label})" if label else what) as step:
+    with report.step(f"site backup ({label})" if label else "site backup") as step:
         started = time.monotonic()
         result = run_db(c, site, args)
         info = first(result.stdout, "BACKUP")
         snap = first(result.stdout, "SITE")
-        if not result.ok or info is None or (media and snap is None):
+        if not result.ok or info is None or snap is None:
             kept = " (the dump is kept, without media)" if info else ""
             raise StepError(script_error(result) + kept, "nothing was replaced; older backups are untouched")
         pruned = [rest for tag, rest in records(result.stdout) if tag == "PRUNED"]
@@ -109,17 +107,16 @@ def run_backup(c: Connection, site: Site, report: Report, label: str = "", keep:
             f"(dump {info['dump_seconds']}s, verify {info['verify_seconds']}s), {verified_text(info)}"
             + (f"; pruned {len(pruned)} older" if pruned else "")
         )
-        if snap:
-            step.note(f"media: snapshot {snap['snapshot'][:8]} of the dump, media/ and the release ledger, {snap['files']} files, "
-                      f"{format_size(int(snap['bytes']))}, {format_size(int(snap['added']))} new, in {snap['seconds']}s; "
-                      "site repository checked")
+        step.note(f"media: snapshot {snap['snapshot'][:8]} of the dump, media/ and the release ledger, {snap['files']} files, "
+                  f"{format_size(int(snap['bytes']))}, {format_size(int(snap['added']))} new, in {snap['seconds']}s; "
+                  "site repository checked")
         step.note(safety_note(result.stdout))
     return Backup(info["file"], int(info["size"]), info["sha256"], seconds)
 
 
-def backup(c: Connection, site: Site, report: Report, label: str = "", media: bool = True) -> str:
-    """Take a verified site backup now (``release`` takes a database-only one before migrating); returns its path on the host."""
-    return run_backup(c, site, report, label, media=media).path
+def backup(c: Connection, site: Site, report: Report, label: str = "") -> str:
+    """Take a verified site backup now (``release`` calls this before migrating); returns its path on the host."""
+    return run_backup(c, site, report, label).path
 
 
 def sha256_file(path: Path) -> str:

@@ -120,7 +120,7 @@ def prepare(c: Connection, site: Site, report: Report, state: ReleaseState, entr
         if status == releases.PENDING:
             entry["pending"] = len(releases.pending_migrations(output))
             step.note(f"{entry['pending']} pending migrations")
-            entry["backup"] = db_backup(c, site, report, label="pre-" + entry["id"].lower(), media=False)
+            entry["backup"] = db_backup(c, site, report, label="pre-" + entry["id"].lower())
             step.note(f"backup {entry['backup']}")
             status, output = manage(c, site, release_dir, "apply")
         if status != 0:

@@ -74,7 +74,7 @@ dir   {media}        2750  {app}:{web}    uploads: the app writes, Caddy reads (
 dir   {releases}     0750  {user}:{app}   `<UTC>Z-<sha8>/`: one commit's files, `.venv` link, `.release.env`
 dir   {venvs}        0750  {user}:{app}   `<hash>/`: one venv per interpreter and requirements.txt
 dir   {recovery}     2750  {user}:{app}   a snapshot's media is restored here (from the site repository or off-site); the app's group reads it to stage it
-state {media_staging} 0700 {app}:{web}    in media/, not served: `new/` the media a restore stages, `old/` the media it replaced (kept until the next site backup)
+state {media_staging} 2700 {app}:{web}    in media/, not served (closed to Caddy): `new/` the media a restore stages, `old/` the media it replaced (kept until the next site backup)
 dir   {colours}      0750  {user}:{app}   `<colour>` links to the release each colour runs, `<colour>.env` the .env hash it started with
 file  {env}          0600  {user}:{user}  the site's secrets and settings; systemd reads it for the app
 link  {current}      0777  {user}:{user}  link to the live release

@@ -29,6 +29,11 @@ def status_field(line: str, name: str) -> str:
     return re.search(rf"\b{name}=(\S*)", line).group(1)
 
 
+def repository_bytes(backup) -> int:
+    """What the off-site repository holds on the backup machine, in bytes."""
+    return int(backup.ssh("du -sb /srv/restic/acme").stdout.split()[0])
+
+
 def test_offsite_copies_are_encrypted_append_only_and_restorable(host_factory, tmp_path, webhook):
     site, backup = host_factory.many({"suite": "bookworm"}, {"suite": "bookworm"})
     receiver, base = webhook(site)
@@ -62,19 +67,23 @@ def test_offsite_copies_are_encrypted_append_only_and_restorable(host_factory, t
     site.ssh(SAMPLER)
     first = client.fab("-H", "deploy@vps", "offsite.copy").stdout
     status = site.ssh("cat /srv/sum/acme/backups/.offsite").stdout
-    first_added = int(status_field(status, "data_added"))
-    assert first_added > 9_000_000 and "snapshot " in first, (status, first)
+    first_added = repository_bytes(backup)
+    assert first_added > 9_000_000 and "snapshot " in first and status_field(status, "copied") == "1", (status, first)
+    # The snapshot off-site is the site backup itself: its dump, with the media as they were when it was taken.
+    local = site.ssh("cat /srv/sum/acme/backups/*.media").stdout
+    assert status_field(status, "dump") == site.ssh("cd /srv/sum/acme/backups && ls *.media").stdout.strip().removesuffix(".media"), local
 
     # The backup machine holds only ciphertext: neither the media marker nor a readable dump.
     assert backup.ssh(f"grep -rl {MARKER} /srv/restic", check=False).stdout == ""
     assert backup.ssh("find /srv/restic/acme -name '*.sql.gz' | wc -l").stdout.strip() == "0"
 
-    # 1% of the media changes: the second copy sends about that much, not the whole tree.
+    # 1% of the media changes: the next site backup's copy adds about that much (and its dump), not the whole tree.
     site.ssh("cd /srv/sum/acme/media && runuser -u sum-acme -- sh -c 'head -c 100000 /dev/urandom > photos/1.bin'")
+    client.fab("-H", "deploy@vps", "db.backup")
     client.fab("-H", "deploy@vps", "offsite.copy")
-    second_added = int(status_field(site.ssh("cat /srv/sum/acme/backups/.offsite").stdout, "data_added"))
-    print(f"off-site copy: first {first_added} bytes added, second (1% of media changed) {second_added}")
-    assert second_added < first_added / 20, (first_added, second_added)
+    second_added = repository_bytes(backup) - first_added
+    print(f"off-site copy: first {first_added} bytes, second (1% of media changed) {second_added} more")
+    assert 0 < second_added < first_added / 20, (first_added, second_added)
 
     # The nightly backup starts the copy after it succeeds.
     before = site.ssh("cat /srv/sum/acme/backups/.offsite").stdout

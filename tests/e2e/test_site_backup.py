@@ -69,6 +69,7 @@ def test_site_backup_and_restore(host_factory, tmp_path):
     # Uploads as the app writes them, and a link the app plants to a file only root reads.
     site.ssh(AS_APP + shlex.quote("mkdir -p photos docs && for i in $(seq 40); do head -c 50000 /dev/urandom > photos/$i.jpg; done; "
                                   "echo kept > docs/a.txt && ln -s /etc/shadow docs/shadow.txt"))
+    seeded = inventory(site.ip)["notes"]
     site.ssh(f"runuser -u postgres -- psql -q -d acme -c {shlex.quote(NOTES.format(n=500))}")
 
     # One site backup: the dump as db.backup always wrote it, and its snapshot with media/, under its name.
@@ -76,7 +77,7 @@ def test_site_backup_and_restore(host_factory, tmp_path):
     name = re.search(r"acme_db_\d{8}T\d{6}Z\.sql\.gz", out).group(0)
     assert re.search(r"media: snapshot [0-9a-f]{8} of the dump, media/ and the release ledger, \d+ files, .* site repository checked", out), out
     state_a, notes_a, media_a = inventory(site.ip), site.ssh(FINGERPRINT).stdout, site.ssh(MEDIA).stdout
-    assert state_a["notes"] == 500 and "docs/a.txt" in state_a["files"] and len(state_a["files"]) == 41, state_a
+    assert state_a["notes"] == seeded + 500 and "docs/a.txt" in state_a["files"] and len(state_a["files"]) == 41, state_a
     listing = client.fab("-H", "deploy@vps", "db.list").stdout
     assert re.search(rf"{re.escape(name)} .* verified  \+ media [0-9a-f]{{8}} \(4[0-9] files, ", listing), listing
     # The repository is the deploy user's alone; the app reaches neither it nor its password.
@@ -91,9 +92,10 @@ def test_site_backup_and_restore(host_factory, tmp_path):
     assert site.ssh(f"cd /root/snap/backups && sha256sum -c {name}.sha256").returncode == 0
     assert site.ssh("cat /root/snap/releases.jsonl").stdout == site.ssh(f"cat {ROOT}/releases.jsonl").stdout
 
-    # Verified together: every dump re-read, and every byte of the repository. Damage one pack file and it says so.
+    # Verified together: every dump re-read, and every byte of the repository (this backup and the release's before it).
+    # Damage one pack file and it says so.
     verified = client.fab("-H", "deploy@vps", "db.list", "--verify").stdout
-    assert "site repository: all data re-read, 1 snapshots, matches" in verified, verified
+    assert "site repository: all data re-read, 2 snapshots, matches" in verified, verified
     pack = site.ssh(f"find {REPO}/data -type f -size +100k | head -n 1").stdout.strip()
     site.ssh(f"cp -p {pack} /root/pack && printf 'X' | dd of={pack} bs=1 seek=5000 conv=notrunc status=none")
     damaged = client.fab("-H", "deploy@vps", "db.list", "--verify", check=False)
@@ -104,7 +106,7 @@ def test_site_backup_and_restore(host_factory, tmp_path):
     site.ssh(f"runuser -u postgres -- psql -q -d acme -c {shlex.quote(NOTES.format(n=100))}")
     site.ssh(AS_APP + shlex.quote("head -c 50000 /dev/urandom > photos/new.jpg && rm docs/a.txt && echo changed > photos/1.jpg"))
     state_b = inventory(site.ip)
-    assert state_b["notes"] == 600 and "photos/new.jpg" in state_b["files"] and "docs/a.txt" not in state_b["files"]
+    assert state_b["notes"] == seeded + 600 and "photos/new.jpg" in state_b["files"] and "docs/a.txt" not in state_b["files"]
 
     # Bad input is refused before anything runs on the host; a database-only backup has no media to restore.
     wrong = client.fab("-H", "deploy@vps", "db.restore", "--file", f"{ROOT}/backups/{name}", "--with-media",
@@ -136,8 +138,8 @@ def test_site_backup_and_restore(host_factory, tmp_path):
                     "find . -path ./.sum-restore -prune -o -type f ! -perm -040 -print").stdout == ""
     served = https_pool(site.ip, "acme.test").request("GET", "/media/docs/a.txt", headers={"Host": "acme.test"})
     assert served.status == 200 and served.data == b"kept\n"
-    # What it replaced is kept, closed to Caddy: the database beside the live one, the media in the restore's area.
-    assert site.ssh(f"stat -c '%a %U' {ROOT}/media/.sum-restore").stdout.split() == ["700", "sum-acme"]
+    # What it replaced is kept, closed to Caddy (0700; setgid as all of media/): the database beside the live one, the media in the restore's area.
+    assert site.ssh(f"stat -c '%a %U' {ROOT}/media/.sum-restore").stdout.split() == ["2700", "sum-acme"]
     assert site.ssh(f"test -f {ROOT}/media/.sum-restore/old/photos/new.jpg").returncode == 0
     hidden = https_pool(site.ip, "acme.test").request("GET", "/media/.sum-restore/old/photos/new.jpg", headers={"Host": "acme.test"})
     assert hidden.status != 200
