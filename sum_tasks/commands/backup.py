@@ -16,7 +16,7 @@ installs the same script for the nightly timer. The protocol between it and Pyth
   seconds=``, the ``@@live`` and ``@@copy`` counts, ``@@migrate`` and ``MIGRATE``, ``REHEARSED file= seconds=`` once all
   passed; then, whatever happened once the scratch database was asked for, ``@@scratch`` and ``DROPPED db=`` (or
   ``DROP_FAILED db=``). The first record missing names the step that failed.
-  ``SWITCHED live= kept= copy=``, ``HEALTHY <unit>``, ``DOWN seconds=``, ``SWITCHED_BACK live=`` (``switch``);
+  ``SWITCHED live= kept= copy=``, ``HEALTHY <unit>``, ``DOWN seconds= stop= rename= [media=] start= health=``, ``SWITCHED_BACK live=`` (``switch``);
   ``SAFETY_DROPPED <db>``, ``SAFETY_KEPT <db> (why)`` (a backup of the live database, about the one a restore replaced).
 - ``backup --media`` (a site backup) adds ``SITE snapshot= files= bytes= added= seconds=`` (the dump, media/ and the ledger
   as one snapshot of the site repository; the same line is kept in ``<name>.media``), and ``MEDIA_DROPPED <dir>`` or
@@ -391,7 +391,8 @@ def restore_notes(stdout: str) -> list[str]:
         elif tag == "HEALTHY":
             notes.append(f"/health/ 200 on {rest}")
         elif tag == "DOWN":
-            notes.append(f"app down {info['seconds']}s")
+            parts = [f"{k} {info[k]}s" for k in ("stop", "rename", "media", "start", "health") if k in info]
+            notes.append(f"app down {info['seconds']}s" + (f" ({', '.join(parts)})" if parts else ""))
         elif tag == "SWITCHED_BACK":
             notes.append(f"put the old {info['live']} back")
         elif tag == "MEDIA_SWITCHED":
