@@ -68,10 +68,10 @@ def test_offsite_copies_are_encrypted_append_only_and_restorable(host_factory, t
     first = client.fab("-H", "deploy@vps", "offsite.copy").stdout
     status = site.ssh("cat /srv/sum/acme/backups/.offsite").stdout
     first_added = repository_bytes(backup)
-    assert first_added > 9_000_000 and "snapshot " in first and status_field(status, "copied") == "1", (status, first)
-    # The snapshot off-site is the site backup itself: its dump, with the media as they were when it was taken.
-    local = site.ssh("cat /srv/sum/acme/backups/*.media").stdout
-    assert status_field(status, "dump") == site.ssh("cd /srv/sum/acme/backups && ls *.media").stdout.strip().removesuffix(".media"), local
+    # Both site backups so far (the release's before it migrated, db.backup's) go; the latest off-site is db.backup's.
+    assert first_added > 9_000_000 and "snapshot " in first and status_field(status, "copied") == "2", (status, first)
+    newest = site.ssh("cd /srv/sum/acme/backups && ls *.media | sort | tail -n 1").stdout.strip().removesuffix(".media")
+    assert status_field(status, "dump") == newest, (status, newest)
 
     # The backup machine holds only ciphertext: neither the media marker nor a readable dump.
     assert backup.ssh(f"grep -rl {MARKER} /srv/restic", check=False).stdout == ""
@@ -92,7 +92,7 @@ def test_offsite_copies_are_encrypted_append_only_and_restorable(host_factory, t
     while time.monotonic() < deadline and site.ssh("cat /srv/sum/acme/backups/.offsite").stdout == before:
         time.sleep(1)
     listing = client.fab("-H", "deploy@vps", "offsite.snapshots").stdout
-    assert "3 snapshots" in listing, listing
+    assert "4 snapshots" in listing, listing
 
     # A rehearsal from the off-site copy: its dump restores into the scratch database and passes migrate --check.
     rehearsed = client.fab("-H", "deploy@vps", "offsite.rehearse").stdout
@@ -146,7 +146,7 @@ def test_offsite_copies_are_encrypted_append_only_and_restorable(host_factory, t
     site.ssh(f"runuser -u deploy -- ssh -F none -i /etc/sum/sum-acme-offsite.key -o IdentitiesOnly=yes -o BatchMode=yes "
              f"-o UserKnownHostsFile=/etc/sum/sum-acme-offsite.known_hosts restic@{backup.ip} 'rm -rf /srv/restic/acme' </dev/null >/dev/null 2>&1",
              check=False)
-    assert "3 snapshots" in client.fab("-H", "deploy@vps", "offsite.snapshots").stdout
+    assert "4 snapshots" in client.fab("-H", "deploy@vps", "offsite.snapshots").stdout
 
     # The app reads neither the password nor the key; nothing printed or logged holds the password.
     for path in ("/etc/sum/sum-acme-restic.password", "/etc/sum/sum-acme-offsite.key"):
@@ -192,5 +192,7 @@ def test_offsite_copies_are_encrypted_append_only_and_restorable(host_factory, t
     assert MARKER in new.ssh("curl -sk --resolve acme.test:443:127.0.0.1 https://acme.test/media/note.txt").stdout
     # The new host's first off-site copy is of the recovered database, never the safety dump of what it replaced.
     copied = status_field(new.ssh("cat /srv/sum/acme/backups/.offsite").stdout, "dump")
-    assert "pre-restore" not in copied and "4 snapshots" in client.fab("-H", "deploy@vps", "offsite.snapshots").stdout
+    assert "pre-restore" not in copied and copied == new.ssh("cd /srv/sum/acme/backups && ls *.media | sort | tail -n 1").stdout.strip()[:-6]
+    count = re.search(r"(\d+) snapshots", client.fab("-H", "deploy@vps", "offsite.snapshots").stdout)
+    assert count and int(count.group(1)) > 4, count
     assert client.fab("check").returncode == 0
