@@ -118,3 +118,64 @@ def test_a_rest_repository_with_credentials_from_the_env_file(host_factory, tmp_
     # The operator's password alone reads the repository on the backup machine.
     backup.ssh(f"cat > /root/pw <<'EOF'\n{password_file.read_text()}\nEOF")
     assert backup.ssh("restic --no-cache -r /srv/restic/acme --password-file /root/pw snapshots --json").stdout.count('"id"') == 2
+
+
+def free_port(address: str) -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((address, 0))
+        return sock.getsockname()[1]
+
+
+def test_an_s3_repository_served_by_moto(host_factory, tmp_path):
+    """A real S3 protocol server (moto's, on this machine's side of the host's link) as the repository: the same copy,
+    snapshots and rehearsal, with the keys from the env file."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    site = host_factory(suite="bookworm")
+    address = site.ip.rsplit(".", 1)[0] + ".1"
+    port = free_port(address)
+    server = ThreadedMotoServer(ip_address=address, port=port, verbose=False)
+    server.start()
+    try:
+        endpoint = f"http://{address}:{port}"
+        secret_key = f"S3-{secrets.token_urlsafe(24)}"
+        s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="operator", aws_secret_access_key="operator",
+                          region_name="us-east-1")
+        s3.create_bucket(Bucket="offsite")
+        env_file = tmp_path / "acme.s3.env"
+        env_file.write_text(f"AWS_ACCESS_KEY_ID=AKIAACMEEXAMPLE\nAWS_SECRET_ACCESS_KEY='{secret_key}'\nAWS_DEFAULT_REGION=us-east-1\n")
+        build_site_repo(tmp_path / "site")
+        offsite = {"repository": f"s3:{endpoint}/offsite/acme", "env_file": str(env_file),
+                   "password_file": str(tmp_path / "acme.restic-password")}
+        client = make_client(tmp_path / "site", site_config(site, offsite=offsite), {"vps": (site, "root")})
+        provisioned = client.fab("provision")
+        assert site.ssh(f"cat {CREDENTIALS}").stdout == \
+            f"AWS_ACCESS_KEY_ID=AKIAACMEEXAMPLE\nAWS_SECRET_ACCESS_KEY={secret_key}\nAWS_DEFAULT_REGION=us-east-1\n"
+        client.fab("-H", "deploy@vps", "release", "--ref", "v1")
+        site.ssh("cd /srv/sum/acme/media && runuser -u sum-acme -- sh -c 'mkdir -p photos; "
+                 "for i in $(seq 100); do head -c 100000 /dev/urandom > photos/$i.bin; done'")
+        client.fab("-H", "deploy@vps", "db.backup")
+        site.ssh(SAMPLER)
+        first = client.fab("-H", "deploy@vps", "offsite.copy").stdout
+        first_added = int(status_field(site.ssh(f"cat {OFFSITE}").stdout, "data_added"))
+        site.ssh("cd /srv/sum/acme/media && runuser -u sum-acme -- sh -c 'head -c 100000 /dev/urandom > photos/1.bin'")
+        second = client.fab("-H", "deploy@vps", "offsite.copy").stdout
+        second_added = int(status_field(site.ssh(f"cat {OFFSITE}").stdout, "data_added"))
+        print(f"S3 repository: first copy added {first_added} bytes, the second (1% of media changed) {second_added}")
+        assert first_added > 9_000_000 and second_added < first_added / 20, (first_added, second_added)
+        keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="offsite") for o in page.get("Contents", [])]
+        assert "acme/config" in keys and sum(k.startswith("acme/snapshots/") for k in keys) == 2, keys
+        listing = client.fab("-H", "deploy@vps", "offsite.snapshots").stdout
+        assert "2 snapshots" in listing, listing
+        rehearsed = client.fab("-H", "deploy@vps", "offsite.rehearse").stdout
+        assert re.search(r"rehearsed acme_db_\S+ from the off-site repository", rehearsed), rehearsed
+        site.ssh("kill $(cat /root/sampler.pid)")
+        told = provisioned.stdout + provisioned.stderr + first + second + listing + rehearsed
+        assert secret_key not in site.ssh("cat /root/argv.log").stdout + site.ssh("journalctl -o cat --no-pager").stdout + told
+        checks = client.fab("check").stdout
+        assert re.search(r"^  ok\s+off-site\s+snapshot \w{8} of acme_db_", checks, re.MULTILINE), checks
+    finally:
+        server.stop()
