@@ -291,15 +291,18 @@ PATH_RE = re.compile(r"^[^\0\n]{1,4096}$")
 
 
 def _repository(key: str, value: Any) -> str:
-    url = _match(REPOSITORY_RE, f"must be a restic repository URL ({', '.join(k + ':...' for k in REPOSITORY_KINDS)}), "
-                 "such as s3:https://host/bucket/path or rest:https://host:8000/site/")(key, value)
-    address = url.split(":", 1)[1].removeprefix("//")
+    # The value is never echoed back: a mistyped URL may still hold a password.
+    url = value if isinstance(value, str) else ""
+    address = url.split(":", 1)[-1].removeprefix("//")
     address = address.split("://", 1)[-1].split("/", 1)[0]
     if ":" in address.rpartition("@")[0]:
         raise ConfigError(key, "must not hold a password (restic and logs would show it): put it in offsite.env_file "
                           "(RESTIC_REST_USERNAME/RESTIC_REST_PASSWORD for rest:)")
+    if not REPOSITORY_RE.fullmatch(url):
+        raise ConfigError(key, f"must be a restic repository URL ({', '.join(k + ':...' for k in REPOSITORY_KINDS)}), "
+                          "such as s3:https://host/bucket/path or rest:https://host:8000/site/")
     if url.startswith("sftp:") and not SFTP_RE.match(url):
-        raise ConfigError(key, "an sftp: repository is sftp:user@host:/path or sftp://user@host:port//path", url)
+        raise ConfigError(key, "an sftp: repository is sftp:user@host:/path or sftp://user@host:port//path")
     return url
 
 
