@@ -259,7 +259,7 @@ DJANGO_CHECK_ID = re.compile(r"\(([a-z_]+\.[EWC]\d+)\)")
 
 def check_offsite(site: Site, text: str, now: int) -> Check | None:
     """With `sum.offsite`, the last good off-site copy: none, or one older than `sum.backups.max_age_hours`, is a failure."""
-    if not site.offsite.target:
+    if not site.offsite.enabled:
         return None
     status = offsite.parse_status(text)
     if status is None:
@@ -273,7 +273,7 @@ def check_offsite(site: Site, text: str, now: int) -> Check | None:
 
 def check_rehearsal(site: Site, text: str, now: int) -> Check | None:
     """With `sum.offsite`, the last rehearsal from the off-site copy: a failed one fails, none yet is a warning."""
-    if not site.offsite.target:
+    if not site.offsite.enabled:
         return None
     last = offsite.parse_rehearsal(text)
     if last is None:

@@ -96,8 +96,9 @@ file  {manage_script} 0755 root:root      `fab manage`: runs manage.py in the li
 file  {caddy_site}   0644  root:root      the site's Caddy config
 file  {alert_conf}   0640  root:{user}    curl config naming `sum.alerts.webhook` (a secret URL); the alert unit, as the deploy user, reads it
 file  {ping_conf}    0640  root:{user}    curl config naming `sum.alerts.success_url`, pinged after each good nightly backup
-file  {offsite_key}  0640  root:{user}    the site's SSH key for the backup machine (with `sum.offsite`); `.pub` beside it
+file  {offsite_key}  0640  root:{user}    the site's SSH key for the backup machine (with `sum.offsite.target` or an `sftp:` repository); `.pub` beside it
 file  {offsite_known_hosts} 0644 root:root the backup machine's host key, the only one accepted
+file  {offsite_env}  0640  root:{user}    the credentials of `sum.offsite.repository` (a copy of the operator's `offsite.env_file`), for restic alone
 file  {restic_password} 0640 root:{user}  the off-site repository's encryption password (a copy of the operator's `offsite.password_file`)
 file  {offsite_script} 0755 root:root     the off-site copy: restic sends the newest verified dump and media/ to the backup machine
 file  {offsite_status} 0600 {user}:{user} the last good off-site copy: time, snapshot, dump (read by `check`)
@@ -158,6 +159,7 @@ class HostMap:
         self.offsite_key = f"{ETC}/{self.unit_prefix}-offsite.key"
         self.offsite_known_hosts = f"{ETC}/{self.unit_prefix}-offsite.known_hosts"
         self.restic_password = f"{ETC}/{self.unit_prefix}-restic.password"
+        self.offsite_env = f"{ETC}/{self.unit_prefix}-offsite.env"
         self.offsite_script = f"/usr/local/bin/{self.unit_prefix}-offsite"
         self.offsite_status = f"{self.backups}/.offsite"
         self.offsite_service = f"{self.unit_prefix}-offsite.service"
@@ -265,7 +267,7 @@ class HostMap:
         """(verb, unit): everything the deploy user may run as root. Nothing else, no wildcard."""
         rules = [(verb, self.colour(c).unit) for c in COLOURS for verb in COLOUR_VERBS]
         rules += [(verb, unit) for unit in self.celery_units() for verb in CELERY_VERBS]
-        offsite = [self.offsite_service, self.offsite_rehearse] if self.site.offsite.target else []
+        offsite = [self.offsite_service, self.offsite_rehearse] if self.site.offsite.enabled else []
         media = [self.media_unit(action) for action in MEDIA_ACTIONS]
         starts = [self.backup_service, self.scratch_create, self.scratch_drop, *self.restore_units(), *media, *offsite]
         return rules + [("start", unit) for unit in starts]

@@ -56,7 +56,7 @@ def test_offsite_tasks_refuse_a_site_without_offsite_before_connecting():
     bare = {key: value for key, value in GOOD.items() if key != "offsite"}
     conn = Connection("deploy@vps.invalid", config=Config(overrides={"sum": bare}))
     for task in (tasks.copy, tasks.snapshots, tasks.key, tasks.rehearse):
-        with pytest.raises(Exit, match="sum.offsite.target is not set") as err:
+        with pytest.raises(Exit, match="neither sum.offsite.target nor sum.offsite.repository is set") as err:
             task(conn)
         assert err.value.code == 2
     with pytest.raises(Exit, match="--i-know-this-will-overwrite"):
