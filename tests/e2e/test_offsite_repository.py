@@ -68,17 +68,19 @@ def test_a_rest_repository_with_credentials_from_the_env_file(host_factory, tmp_
     client.fab("-H", "deploy@vps", "db.backup")
     site.ssh(SAMPLER)
     first = client.fab("-H", "deploy@vps", "offsite.copy").stdout
-    first_added = int(status_field(site.ssh(f"cat {OFFSITE}").stdout, "data_added"))
+    first_added = int(backup.ssh("du -sb /srv/restic/acme").stdout.split()[0])
     assert first_added > 9_000_000 and "snapshot " in first, first
     assert backup.ssh("ls /srv/restic/acme").stdout.split() == ["config", "data", "index", "keys", "locks", "snapshots"]
 
     site.ssh("cd /srv/sum/acme/media && runuser -u sum-acme -- sh -c 'head -c 100000 /dev/urandom > photos/1.bin'")
+    client.fab("-H", "deploy@vps", "db.backup")
     second = client.fab("-H", "deploy@vps", "offsite.copy").stdout
-    second_added = int(status_field(site.ssh(f"cat {OFFSITE}").stdout, "data_added"))
+    second_added = int(backup.ssh("du -sb /srv/restic/acme").stdout.split()[0]) - first_added
     print(f"REST repository: first copy added {first_added} bytes, the second (1% of media changed) {second_added}")
-    assert second_added < first_added / 20, (first_added, second_added)
+    assert 0 < second_added < first_added / 20, (first_added, second_added)
+    # The release's site backup (before it migrated) and both of db.backup's.
     listing = client.fab("-H", "deploy@vps", "offsite.snapshots").stdout
-    assert "2 snapshots" in listing, listing
+    assert "3 snapshots" in listing, listing
 
     rehearsed = client.fab("-H", "deploy@vps", "offsite.rehearse").stdout
     assert re.search(r"rehearsed acme_db_\S+ from the off-site repository", rehearsed), rehearsed
@@ -94,7 +96,7 @@ def test_a_rest_repository_with_credentials_from_the_env_file(host_factory, tmp_
         f"exec restic --no-cache forget {snapshot}"), check=False)
     print("restic forget from the VPS:", (forget.stdout + forget.stderr).strip().splitlines()[:3])
     assert forget.returncode != 0, forget.stdout
-    assert "2 snapshots" in client.fab("-H", "deploy@vps", "offsite.snapshots").stdout
+    assert "3 snapshots" in client.fab("-H", "deploy@vps", "offsite.snapshots").stdout
 
     # The credentials reach restic alone: not argv, the journal, the task's output, the app (its files or its environment).
     site.ssh("kill $(cat /root/sampler.pid)")
@@ -145,6 +147,11 @@ def test_an_s3_repository_served_by_moto(host_factory, tmp_path):
         s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="operator", aws_secret_access_key="operator",
                           region_name="us-east-1")
         s3.create_bucket(Bucket="offsite")
+
+        def bucket_bytes() -> int:
+            pages = s3.get_paginator("list_objects_v2").paginate(Bucket="offsite")
+            return sum(o["Size"] for page in pages for o in page.get("Contents", []))
+
         env_file = tmp_path / "acme.s3.env"
         env_file.write_text(f"AWS_ACCESS_KEY_ID=AKIAACMEEXAMPLE\nAWS_SECRET_ACCESS_KEY='{secret_key}'\nAWS_DEFAULT_REGION=us-east-1\n")
         build_site_repo(tmp_path / "site")
@@ -160,16 +167,17 @@ def test_an_s3_repository_served_by_moto(host_factory, tmp_path):
         client.fab("-H", "deploy@vps", "db.backup")
         site.ssh(SAMPLER)
         first = client.fab("-H", "deploy@vps", "offsite.copy").stdout
-        first_added = int(status_field(site.ssh(f"cat {OFFSITE}").stdout, "data_added"))
+        first_added = bucket_bytes()
         site.ssh("cd /srv/sum/acme/media && runuser -u sum-acme -- sh -c 'head -c 100000 /dev/urandom > photos/1.bin'")
+        client.fab("-H", "deploy@vps", "db.backup")
         second = client.fab("-H", "deploy@vps", "offsite.copy").stdout
-        second_added = int(status_field(site.ssh(f"cat {OFFSITE}").stdout, "data_added"))
+        second_added = bucket_bytes() - first_added
         print(f"S3 repository: first copy added {first_added} bytes, the second (1% of media changed) {second_added}")
-        assert first_added > 9_000_000 and second_added < first_added / 20, (first_added, second_added)
+        assert first_added > 9_000_000 and 0 < second_added < first_added / 20, (first_added, second_added)
         keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="offsite") for o in page.get("Contents", [])]
-        assert "acme/config" in keys and sum(k.startswith("acme/snapshots/") for k in keys) == 2, keys
+        assert "acme/config" in keys and sum(k.startswith("acme/snapshots/") for k in keys) == 3, keys
         listing = client.fab("-H", "deploy@vps", "offsite.snapshots").stdout
-        assert "2 snapshots" in listing, listing
+        assert "3 snapshots" in listing, listing
         rehearsed = client.fab("-H", "deploy@vps", "offsite.rehearse").stdout
         assert re.search(r"rehearsed acme_db_\S+ from the off-site repository", rehearsed), rehearsed
         site.ssh("kill $(cat /root/sampler.pid)")
