@@ -180,7 +180,7 @@ def test_offsite_copies_are_encrypted_append_only_and_restorable(host_factory, t
     client.fab("provision")
     line = client.fab("-H", "deploy@vps", "offsite.key").stdout.strip().splitlines()[-1]
     backup.ssh(f"echo '{line}' >> ~restic/.ssh/authorized_keys")
-    started = time.monotonic()
+    started, stored = time.monotonic(), repository_bytes(backup)
     out = client.fab("-H", "deploy@vps", "offsite.recover", "--i-know-this-will-overwrite").stdout
     print(f"recovery onto a provisioned host took {time.monotonic() - started:.1f}s")
     assert new.ssh("sed -n 's/^GIT_SHA=//p' /srv/sum/acme/current/.release.env").stdout.strip() == live_sha, out
@@ -192,6 +192,9 @@ def test_offsite_copies_are_encrypted_append_only_and_restorable(host_factory, t
     assert MARKER in new.ssh("curl -sk --resolve acme.test:443:127.0.0.1 https://acme.test/media/note.txt").stdout
     # The new host's first off-site copy is of the recovered database, never the safety dump of what it replaced.
     copied = status_field(new.ssh("cat /srv/sum/acme/backups/.offsite").stdout, "dump")
+    # The new host's site repository chunks as the off-site one does: its first copy sends dumps, not the media again.
+    sent = repository_bytes(backup) - stored
+    assert sent < first_added / 5, (sent, first_added)
     assert "pre-restore" not in copied and copied == new.ssh("cd /srv/sum/acme/backups && ls *.media | sort | tail -n 1").stdout.strip()[:-6]
     count = re.search(r"(\d+) snapshots", client.fab("-H", "deploy@vps", "offsite.snapshots").stdout)
     assert count and int(count.group(1)) > 4, count
