@@ -102,7 +102,7 @@ def test_a_rest_repository_with_credentials_from_the_env_file(host_factory, tmp_
     site.ssh("kill $(cat /root/sampler.pid)")
     encoded = site.ssh(f"sed -n 's/^RESTIC_REPOSITORY=//p' {CREDENTIALS}").stdout.strip()
     assert encoded.startswith("rest:http://acme:") and rest_password not in encoded
-    leaked = (rest_password, encoded.split(":", 3)[2].split("@")[0])
+    leaked = (rest_password, encoded.split("://", 1)[1].split("@")[0].split(":", 1)[1])
     argv = site.ssh("cat /root/argv.log").stdout
     journal = site.ssh("journalctl -o cat --no-pager").stdout
     told = provisioned.stdout + provisioned.stderr + first + second + listing + rehearsed + forget.stdout + forget.stderr
