@@ -119,7 +119,7 @@ def test_a_rest_repository_with_credentials_from_the_env_file(host_factory, tmp_
 
     # The operator's password alone reads the repository on the backup machine.
     backup.ssh(f"cat > /root/pw <<'EOF'\n{password_file.read_text()}\nEOF")
-    assert backup.ssh("restic --no-cache -r /srv/restic/acme --password-file /root/pw snapshots --json").stdout.count('"id"') == 2
+    assert backup.ssh("restic --no-cache -r /srv/restic/acme --password-file /root/pw snapshots --json").stdout.count('"id"') == 3
 
 
 def free_port(address: str) -> int:
