@@ -30,7 +30,7 @@ BASE_PACKAGES = (
 BAKED_PACKAGES = (
     "postgresql", "postgresql-contrib", "postgresql-client", "redis-server", "caddy",
     "ufw", "python3-venv", "python3-pip", "python3-dev", "git", "build-essential",
-    "libpq-dev", "curl", "pigz", "zstd", "gzip", "rsync", "acl",
+    "libpq-dev", "curl", "pigz", "zstd", "gzip", "rsync", "acl", "isal", "restic",
 )
 BAKED_SERVICES = ("postgresql", "redis-server", "caddy")
 

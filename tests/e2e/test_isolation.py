@@ -157,13 +157,15 @@ def test_6_the_app_reads_no_journal_and_the_operator_reads_each_sites_logs(pair)
 
 
 def test_7_the_app_cannot_touch_its_own_backups(pair):
-    listing = "cd /srv/sum/acme/backups && sha256sum -- *"
+    # Every file, the site repository's too.
+    listing = "cd /srv/sum/acme/backups && find . -type f -print0 | sort -z | xargs -0 sha256sum"
     before = pair.host.ssh(listing).stdout
-    assert "acme_db_" in before
-    name = before.split()[1]
+    assert "acme_db_" in before and "./site.restic/config" in before
+    name = next(n for n in before.split() if n.endswith(".sql.gz"))
     for attack in (f"rm -f /srv/sum/acme/backups/{name}", f": > /srv/sum/acme/backups/{name}",
                    f"mv /srv/sum/acme/backups/{name} /srv/sum/acme/media/x", "ls /srv/sum/acme/backups",
-                   "touch /srv/sum/acme/backups/new"):
+                   "touch /srv/sum/acme/backups/new", "rm -rf /srv/sum/acme/backups/site.restic",
+                   "cat /srv/sum/acme/backups/.site.restic-password"):
         assert pair.app("acme", attack).returncode != 0, attack
     assert pair.host.ssh(listing).stdout == before
     assert pair.host.ssh("stat -c '%a %U' /srv/sum/acme/backups /etc/systemd/system/sum-acme-backup.service").stdout.split() == \
@@ -182,9 +184,9 @@ def test_8_root_and_systemd_follow_no_link_the_app_planted(pair, tmp_path):
     host, paths = pair.host, load_site(site_config(pair.host, site_slug="acme", domains=["acme.test"])).paths
     host.ssh("echo root-only-canary > /root/canary && chmod 600 /root/canary")
     # The app cannot put anything at any path of the site's host map, nor beside them, except inside the two
-    # directories it owns (media, its socket directory), where root never follows a name.
+    # directories it owns (media, with a site restore's staging area, and its socket directory), where root never follows a name.
     owned = (paths.media, paths.run_dir)
-    names = [e.path for e in paths.entries() if e.path not in owned and e.path != "/srv/sum"]
+    names = [e.path for e in paths.entries() if not e.path.startswith(owned) and e.path != "/srv/sum"]
     names += [paths.release("20990101T000000Z-deadbeef"), paths.colour("amber").link, paths.colour("amber").env_stamp,
               paths.env + ".sum-new", paths.lock_info + ".tmp", f"{paths.backups}/acme_db_20990101T000000Z.sql.gz",
               f"{paths.backups}/.backup.lock", f"{paths.root}/.env.sum-upload"]
@@ -192,6 +194,7 @@ def test_8_root_and_systemd_follow_no_link_the_app_planted(pair, tmp_path):
         out = pair.app("acme", f"ln -s /root/canary {shlex.quote(name)}.planted && mv -T {shlex.quote(name)}.planted {shlex.quote(name)}")
         assert out.returncode != 0, (name, out)
     planted = pair.app("acme", f"cd {paths.media} && ln -s /root/canary canary && ln -s /etc etc && ln -s /etc/shadow uploads/shadow && "
+                       "ln -s /root .sum-restore && "
                        f"cd {paths.run_dir} && ln -s /etc/shadow shadow.sock && ln -s /root/canary x.sock")
     assert planted.returncode == 0, planted
     # Root's one walk through media (provision gives foreign files to the app) must meet the links, and change only them.
@@ -204,10 +207,13 @@ def test_8_root_and_systemd_follow_no_link_the_app_planted(pair, tmp_path):
     acme.fab("-H", "deploy@vps", "rollback")
     acme.fab("-H", "deploy@vps", "env.set", "PLANTED=1", "--restart")
     acme.fab("-H", "deploy@vps", "db.backup")
-    name = host.ssh(f"ls -1 {paths.backups} | grep -v sha256 | tail -1").stdout.strip()
+    name = host.ssh(f"ls -1 {paths.backups} | grep -E '^acme_db_.*[.]sql[.]gz$' | tail -1").stdout.strip()
     local = tmp_path / name
     local.write_bytes(base64.b64decode(host.ssh(f"base64 -w0 {paths.backups}/{name}").stdout))
     acme.fab("-H", "deploy@vps", "db.restore", "--file", str(local), "--i-know-this-will-overwrite")
+    # A site restore: the backup's media (the links as links) staged and switched in by the app, the staging area the
+    # app had made a link to /root replaced, never followed.
+    acme.fab("-H", "deploy@vps", "db.restore", "--file", name, "--with-media", "--i-know-this-will-overwrite")
     acme.fab("-H", "deploy@vps", "unlock")
 
     assert host.ssh(SNAPSHOT).stdout == before
