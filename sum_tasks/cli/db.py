@@ -108,8 +108,8 @@ def run_backup(c: Connection, site: Site, report: Report, label: str = "", keep:
             + (f"; pruned {len(pruned)} older" if pruned else "")
         )
         step.note(f"media: snapshot {snap['snapshot'][:8]} of the dump, media/ and the release ledger, {snap['files']} files, "
-                  f"{format_size(int(snap['bytes']))}, {format_size(int(snap['added']))} new, in {snap['seconds']}s; "
-                  "site repository checked")
+                  f"{format_size(int(snap['bytes']))} ({snap.get('unchanged', '?')} files unchanged, not read again), "
+                  f"{format_size(int(snap['added']))} new, in {snap['seconds']}s; site repository checked")
         step.note(safety_note(result.stdout))
     return Backup(info["file"], int(info["size"]), info["sha256"], seconds)
 

@@ -18,7 +18,7 @@ installs the same script for the nightly timer. The protocol between it and Pyth
   ``DROP_FAILED db=``). The first record missing names the step that failed.
   ``SWITCHED live= kept= copy=``, ``HEALTHY <unit>``, ``DOWN seconds= stop= rename= [media=] start= health=``, ``SWITCHED_BACK live=`` (``switch``);
   ``SAFETY_DROPPED <db>``, ``SAFETY_KEPT <db> (why)`` (a backup of the live database, about the one a restore replaced).
-- ``backup --media`` (a site backup) adds ``SITE snapshot= files= bytes= added= seconds=`` (the dump, media/ and the ledger
+- ``backup --media`` (a site backup) adds ``SITE snapshot= files= bytes= unchanged= added= seconds=`` (the dump, media/ and the ledger
   as one snapshot of the site repository; the same line is kept in ``<name>.media``), and ``MEDIA_DROPPED <dir>`` or
   ``MEDIA_KEPT <dir> (why)`` about the media a site restore replaced.
 - ``stage-media [NAME]`` prints ``FETCHED snapshot= files= bytes= seconds=`` and ``STAGED files= seconds=``; ``switch --media``

@@ -76,6 +76,11 @@ def test_site_backup_and_restore(host_factory, tmp_path):
     out = client.fab("-H", "deploy@vps", "db.backup").stdout
     name = re.search(r"acme_db_\d{8}T\d{6}Z\.sql\.gz", out).group(0)
     assert re.search(r"media: snapshot [0-9a-f]{8} of the dump, media/ and the release ledger, \d+ files, .* site repository checked", out), out
+    # The next one reads only what changed: every media file is the last snapshot's (a new dump name each time
+    # notwithstanding).
+    again = client.fab("-H", "deploy@vps", "db.backup").stdout
+    unchanged = int(re.search(r"\((\d+) files unchanged, not read again\)", again).group(1))
+    assert unchanged >= 41, again
     state_a, notes_a, media_a = inventory(site.ip), site.ssh(FINGERPRINT).stdout, site.ssh(MEDIA).stdout
     assert state_a["notes"] == seeded + 500 and "docs/a.txt" in state_a["files"] and len(state_a["files"]) == 41, state_a
     listing = client.fab("-H", "deploy@vps", "db.list").stdout
@@ -92,10 +97,10 @@ def test_site_backup_and_restore(host_factory, tmp_path):
     assert site.ssh(f"cd /root/snap/backups && sha256sum -c {name}.sha256").returncode == 0
     assert site.ssh("cat /root/snap/releases.jsonl").stdout == site.ssh(f"cat {ROOT}/releases.jsonl").stdout
 
-    # Verified together: every dump re-read, and every byte of the repository (this backup and the release's before it).
+    # Verified together: every dump re-read, and every byte of the repository (these two and the release's before them).
     # Damage one pack file and it says so.
     verified = client.fab("-H", "deploy@vps", "db.list", "--verify").stdout
-    assert "site repository: all data re-read, 2 snapshots, matches" in verified, verified
+    assert "site repository: all data re-read, 3 snapshots, matches" in verified, verified
     pack = site.ssh(f"find {REPO}/data -type f -size +100k | head -n 1").stdout.strip()
     site.ssh(f"cp -p {pack} /root/pack && printf 'X' | dd of={pack} bs=1 seek=5000 conv=notrunc status=none")
     damaged = client.fab("-H", "deploy@vps", "db.list", "--verify", check=False)
