@@ -56,11 +56,16 @@ from sum_tasks.testing.load import health_through_caddy
 ROOT = "/srv/sum/acme"
 APP = "sum-acme"
 DUMP = "pg_dump --format=plain --no-owner --no-privileges --clean --if-exists"
-READ_MEDIA = f"cd {ROOT} && find media -type f -print0 | xargs -0 cat > /dev/null"
+# A site restore's staging area (media/.sum-restore: what it staged, what it replaced) is not media: left out of both.
+SKIP = "-path ./.sum-restore -prune -o"
+READ_MEDIA = f"cd {ROOT}/media && find . {SKIP} -type f -print0 | xargs -0 cat > /dev/null"
 # Contents of every file, then type, mode, owner and group of every entry: equal trees give equal digests.
-MEDIA_DIGEST = (f"cd {ROOT}/media && find . -type f -print0 | sort -z | xargs -0 -r sha256sum | sha256sum | cut -c1-16 && "
-                "find . -printf '%y %m %u %g %p\\n' | sort | sha256sum | cut -c1-16 && "
-                "find . -type f -printf '%s\\n' | awk '{n++; s+=$1} END {print n, s}'")
+MEDIA_DIGEST = (f"cd {ROOT}/media && find . {SKIP} -type f -print0 | sort -z | xargs -0 -r sha256sum | sha256sum | cut -c1-16 && "
+                f"find . {SKIP} -printf '%y %m %u %g %p\\n' | sort | sha256sum | cut -c1-16 && "
+                f"find . {SKIP} -type f -printf '%s\\n' | awk '{{n++; s+=$1}} END {{print n, s}}'")
+SITE_REPO = f"{ROOT}/backups/site.restic"  # the site backups' restic repository on the host, once there is one
+DUMP_RE = re.compile(r"\(dump ([\d.]+)s, verify")
+MEDIA_RE = re.compile(r"media: snapshot .* in ([\d.]+)s; site repository checked")
 STEP_RE = re.compile(r"^  (ok|changed|would change|FAILED)\s+(.*?) \((\d+\.\d+)s\)(?:  (.*))?$")
 SUMMARY_RE = re.compile(r"^\[[^\]]+\] (.*?): .* steps in (\d+\.\d+)s$")
 PHASES = ("floor", "offsite", "restore", "recover")
@@ -106,6 +111,14 @@ def on_host(host: TestHost, command: str, user: str = "deploy", timeout: float =
     return end - start, body
 
 
+def roomy_srv(host: TestHost, gb: float) -> None:
+    """A tmpfs of `gb` GB on /srv before provision: the host's / is an overlay whose upper layer is a tmpfs of a quarter
+    of this machine's RAM (5.9 GB here), too small for the media, its staged and replaced copies, the site repository and
+    the dumps of a full-size run. Both are RAM: this only lifts the cap."""
+    if gb:
+        host.ssh(f"mount -t tmpfs -o size={gb:g}G,mode=0755 bench-srv /srv")
+
+
 def media_digest(host: TestHost) -> str:
     """sha256 of the media files' contents, of their modes and owners, the file count and bytes."""
     return " ".join(host.ssh(MEDIA_DIGEST, timeout=1200).stdout.split())
@@ -123,8 +136,13 @@ def link_bytes(host: TestHost) -> tuple[int, int]:
     return int((base / "tx_bytes").read_text()), int((base / "rx_bytes").read_text())
 
 
+def dir_bytes(host: TestHost, path: str) -> int:
+    """Bytes under `path` on `host` (0 when there is none)."""
+    return int(host.ssh(f"du -sb {path} 2>/dev/null || echo 0").stdout.split()[0])
+
+
 def repo_bytes(backup: TestHost) -> int:
-    return int(backup.ssh("du -sb /srv/restic/acme 2>/dev/null || echo 0").stdout.split()[0])
+    return dir_bytes(backup, "/srv/restic/acme")
 
 
 # ---------------------------------------------------------------- what fab printed
@@ -155,6 +173,12 @@ def timed_fab(client: Client, load: str, *args: str) -> Fab:
         elif m := SUMMARY_RE.match(line):
             task = float(m.group(2))
     return Fab(wall, task, steps, out, load)
+
+
+def backup_figure(fab: Fab, pattern: re.Pattern[str]) -> float | None:
+    """A figure from the notes of a db.backup's backup step (None when it has none)."""
+    found = next((m for _, _, notes in fab.steps if (m := pattern.search(notes))), None)
+    return float(found.group(1)) if found else None
 
 
 def steps_text(fab: Fab) -> str:
@@ -195,7 +219,7 @@ class Bench:
         self.lines.append(line)
 
     def floor(self) -> None:
-        dumps, reads, backups = [], [], []
+        dumps, reads, backups, grew = [], [], [], []
         for number in range(1, self.args.runs + 1):
             self.site.ssh("sync && runuser -u postgres -- psql -XAqc CHECKPOINT")
             load = self.quiet(f"floor run {number}")
@@ -205,20 +229,28 @@ class Bench:
             reads.append(read)
             self.say(f"  floor run {number}: pg_dump > /dev/null {dump:.2f}s, read media once {read:.2f}s; {load}")
             self.site.ssh("sync && runuser -u postgres -- psql -XAqc CHECKPOINT")
+            before = dir_bytes(self.site, SITE_REPO)
             fab = timed_fab(self.client, self.quiet(f"db.backup run {number}"), "-H", "deploy@vps", "db.backup")
+            grew.append(dir_bytes(self.site, SITE_REPO) - before)
             backups.append(fab)
-            self.say(f"  db.backup run {number}: wall {fab.wall:.2f}s, task {fab.task:.2f}s; {steps_text(fab)}; {fab.load}")
+            self.say(f"  db.backup run {number}: wall {fab.wall:.2f}s, task {fab.task:.2f}s; site repository grew {mb(grew[-1])}; "
+                     f"{steps_text(fab)}; {fab.load}")
         floors = [d + r for d, r in zip(dumps, reads, strict=True)]
-        self.say("\n| floor and backup (min / median / max) | seconds | x floor (medians) |")
-        self.say("| --- | --- | --- |")
-        self.say(f"| `pg_dump > /dev/null` | {spread(dumps)} | |")
-        self.say(f"| read the media tree once | {spread(reads)} | |")
-        self.say(f"| floor: the two, one after the other | {spread(floors)} | 1.00 |")
-        for title, values in (("`fab db.backup`: wall", [f.wall for f in backups]), ("its task time", [f.task for f in backups])):
-            self.say(f"| {title} | {spread(values)} | {statistics.median(values) / statistics.median(floors):.2f} |")
-        for name in dict.fromkeys(name for f in backups for name, _, _ in f.steps):
-            values = [f.step(name) for f in backups]
-            self.say(f"| step `{name}` | {spread(values)} | {statistics.median(values) / statistics.median(floors):.2f} |")
+        floor = statistics.median(floors)
+        rows = [("`fab db.backup`: wall", [f.wall for f in backups]), ("its task time", [f.task for f in backups]),
+                ("the script's dump (+ compress + write)", [backup_figure(f, DUMP_RE) for f in backups]),
+                ("the media snapshot into the site repository (+ its check)", [backup_figure(f, MEDIA_RE) for f in backups])]
+        self.say("\n| floor and backup (seconds) | run 1 | runs 2.. (min / median / max) | x floor (median of runs 2..) |")
+        self.say("| --- | --- | --- | --- |")
+        self.say(f"| `pg_dump > /dev/null` | {dumps[0]:.2f} | {spread(dumps[1:])} | |")
+        self.say(f"| read the media tree once | {reads[0]:.2f} | {spread(reads[1:])} | |")
+        self.say(f"| floor: the two, one after the other | {floors[0]:.2f} | {spread(floors[1:])} | 1.00 (floor {floor:.2f}s, all runs) |")
+        for title, values in rows:
+            if any(v is not None for v in values):
+                later = [v for v in values[1:] if v is not None]
+                ratio = f"{statistics.median(later) / floor:.2f}" if later else ""
+                self.say(f"| {title} | {values[0] if values[0] is None else f'{values[0]:.2f}'} | {spread(later)} | {ratio} |")
+        self.say(f"| site repository grew (MB) | {grew[0] / 1e6:.1f} | {spread([g / 1e6 for g in grew[1:]], '')} | |")
         self.say()
 
     def copy(self, label: str) -> None:
@@ -228,20 +260,23 @@ class Bench:
         tx2, rx2 = link_bytes(self.backup)
         repo2 = repo_bytes(self.backup)
         status = offsite_status(self.site)
-        self.say(f"| {label} | {fab.wall:.2f} | {fab.task:.2f} | {status.get('seconds', '?')} | "
-                 f"{mb(int(status.get('data_added') or 0))} | {mb(tx2 - tx)} / {mb(rx2 - rx)} | {mb(repo2 - repo)} | "
-                 f"{status.get('files_new', '?')} / {status.get('files_changed', '?')} | {fab.load} |")
+        added = mb(int(status["data_added"])) if status.get("data_added", "").isdigit() else "-"
+        rest = " ".join(f"{k}={v}" for k, v in status.items() if k not in ("at", "snapshot", "dump", "seconds", "data_added"))
+        self.say(f"| {label} | {fab.wall:.2f} | {fab.task:.2f} | {status.get('seconds', '?')} | {added} | "
+                 f"{mb(tx2 - tx)} / {mb(rx2 - rx)} | {mb(repo2 - repo)} | {rest} | {fab.load} |")
 
     def offsite(self) -> None:
         self.say("| off-site copy | wall s | task s | restic s (status line) | data_added | link bytes to / from the backup machine "
-                 "| repository grew | files new / changed | load |")
+                 "| repository grew | the rest of its status line | load |")
         self.say("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         self.copy("first copy")
         changed = generate(self.site, "change", self.args.change_pct, 2)
+        before = dir_bytes(self.site, SITE_REPO)
         fab = timed_fab(self.client, self.quiet("nightly backup"), "-H", "deploy@vps", "db.backup")
+        grew = dir_bytes(self.site, SITE_REPO) - before
         self.copy(f"second copy, after {self.args.change_pct:g}% of media changed and the nightly backup")
         self.say(f"\nmedia change: {changed}; the nightly db.backup between the copies: wall {fab.wall:.2f}s, "
-                 f"task {fab.task:.2f}s; {steps_text(fab)}; {fab.load}\n")
+                 f"task {fab.task:.2f}s, site repository grew {mb(grew)}; {steps_text(fab)}; {fab.load}\n")
 
     def restore(self) -> None:
         out = self.client.fab("-H", "deploy@vps", "db.backup").stdout
@@ -283,6 +318,7 @@ class Bench:
         for number in range(1, self.args.recover_runs + 1):
             source.shutdown()
             self.new = new = boot_host("bookworm")
+            roomy_srv(new, self.args.srv_tmpfs_gb)
             client = make_client(self.tmp / "site", site_config(new, offsite=self.offsite_config), {"vps": (new, "root")})
             started = time.monotonic()
             client.fab("provision")
@@ -327,7 +363,7 @@ def recovery_parts(fab: Fab) -> dict[str, float]:
             phase = 1
         elif phase == 1 and name.startswith("verify "):
             phase = 2
-        elif phase == 2 and (name == "backup" or name.startswith("off-site copy")):
+        elif phase == 2 and (name in ("backup", "site backup") or name.startswith("off-site copy")):
             phase = 3
         parts[PARTS[phase]] += seconds
     return parts
@@ -338,6 +374,7 @@ def setup(args: argparse.Namespace, tmp: Path, quiet: Quiet) -> Bench:
     backup.ssh("apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q rclone restic >/dev/null", timeout=900)
     backup.ssh("useradd -m -s /bin/sh restic && install -d -o restic -g restic -m 0700 /srv/restic ~restic/.ssh")
     host_key = " ".join(backup.ssh("cat /etc/ssh/ssh_host_ed25519_key.pub").stdout.split()[:2])
+    roomy_srv(site, args.srv_tmpfs_gb)
     offsite = {"target": f"restic@{backup.ip}", "host_key": host_key, "password_file": str(tmp / "secrets" / "acme.restic-password")}
     build_site_repo(tmp / "site")
     client = make_client(tmp / "site", site_config(site, offsite=offsite), {"vps": (site, "root")})
@@ -364,8 +401,9 @@ def setup(args: argparse.Namespace, tmp: Path, quiet: Quiet) -> Bench:
     bench.say(f"database: {args.db_rows:,} rows, {size} (filled in {filled:.0f}s); media: {made} (generated in {generated:.0f}s): "
               f"{kinds}; zstd -1 of the tree: {mb(int(compressed))}")
     bench.say(f"media modes (count, mode, owner): {' | '.join(' '.join(m.split()) for m in modes if m.strip())}")
-    bench.say(f"where the files live: {site.ssh('findmnt -no FSTYPE,SOURCE /').stdout.strip()} (the host's / overlay: "
-              "its upper layer is a tmpfs, so media and database are in RAM; no cache to drop)")
+    bench.say(f"where the files live: / {site.ssh('findmnt -no FSTYPE,SIZE /').stdout.strip()} (the database; an overlay whose "
+              f"upper layer is a tmpfs), /srv {site.ssh('findmnt -no FSTYPE,SIZE /srv || echo on /').stdout.strip()} (media, "
+              "dumps, repositories): all in RAM, so there is no page cache to drop")
     bench.say(f"runner: {runner_load()}\n")
     return bench
 
@@ -383,6 +421,8 @@ def main() -> int:
     parser.add_argument("--max-runner-load", type=float, default=None,
                         help="before each measured figure, wait until this machine's 1-minute load average is below this")
     parser.add_argument("--quiet-wait", type=float, default=300.0, help="longest wait for --max-runner-load, seconds")
+    parser.add_argument("--srv-tmpfs-gb", type=float, default=16.0,
+                        help="mount a tmpfs this large on the site hosts' /srv before provision (0: leave / alone)")
     parser.add_argument("--out", default="", help="also write the figures to this file")
     args = parser.parse_args()
     phases = [p for p in args.phases.split(",") if p]
