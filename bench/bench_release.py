@@ -372,7 +372,7 @@ def normal_step(name: str) -> str:
     """Step names without what changes from run to run (ref, colour, backup label)."""
     name = re.sub(r"^fetch \S+", "fetch <ref>", name)
     name = re.sub(r"^start (?:blue|green)\b", "start <colour>", name)
-    return re.sub(r"^backup \(.*\)$", "backup", name)
+    return re.sub(r"^site backup \(.*\)$", "site backup", name)
 
 
 def short(command: str, width: int = 88) -> str:

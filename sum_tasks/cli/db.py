@@ -1,7 +1,9 @@
-"""fab db.backup, db.restore, db.list, db.rehearse: verified backups, and restores that change all or nothing.
+"""fab db.backup, db.restore, db.list, db.rehearse: verified site backups, and restores that change all or nothing.
 
-A restore loads and checks the backup in a database of its own while the site serves; the app stops
-only while that database takes the live one's name, and the replaced database is kept.
+A site backup is the database dump plus a snapshot of it, media/ and the release ledger in the site's
+restic repository on the host, under the dump's name. A restore loads and checks the backup in a
+database of its own (and, with its media, stages them beside the live ones) while the site serves;
+the app stops only while they take the live ones' place, and what they replaced is kept.
 
 The work on the host is the backup script (``commands/backup.py`` says how it is called and what it
 prints); these tasks choose its arguments, run it, and report. They never see the database password.
@@ -34,7 +36,9 @@ from ..commands.backup import (
     parse_backup_time,
     parse_counts,
     parse_list,
+    parse_media,
     parse_safety,
+    parse_site_check,
     records,
     resolve_file,
     restore_db_name,
@@ -82,17 +86,20 @@ class Backup:
 
 
 def run_backup(c: Connection, site: Site, report: Report, label: str = "", keep: int | None = None, fmt: str | None = None) -> Backup:
-    """Dump, verify, checksum and prune on the host; one report step naming the file, its size and time."""
+    """Dump, verify, checksum, snapshot with media/ into the site repository, and prune on the host; one report step naming
+    the file, its size and time, and its media snapshot."""
     validate_label(label)
-    args = ["backup", "--format", fmt or site.backups.format, "--keep", str(keep or site.backups.keep)]
+    args = ["backup", "--media", "--format", fmt or site.backups.format, "--keep", str(keep or site.backups.keep)]
     if label:
         args += ["--label", label]
-    with report.step(f"backup ({label})" if label else "backup") as step:
+    with report.step(f"site backup ({label})" if label else "site backup") as step:
         started = time.monotonic()
         result = run_db(c, site, args)
         info = first(result.stdout, "BACKUP")
-        if not result.ok or info is None:
-            raise StepError(script_error(result), "nothing was replaced; older backups are untouched")
+        snap = first(result.stdout, "SITE")
+        if not result.ok or info is None or snap is None:
+            kept = " (the dump is kept, without media)" if info else ""
+            raise StepError(script_error(result) + kept, "nothing was replaced; older backups are untouched")
         pruned = [rest for tag, rest in records(result.stdout) if tag == "PRUNED"]
         seconds = time.monotonic() - started
         step.changed(
@@ -100,12 +107,15 @@ def run_backup(c: Connection, site: Site, report: Report, label: str = "", keep:
             f"(dump {info['dump_seconds']}s, verify {info['verify_seconds']}s), {verified_text(info)}"
             + (f"; pruned {len(pruned)} older" if pruned else "")
         )
+        step.note(f"media: snapshot {snap['snapshot'][:8]} of the dump, media/ and the release ledger, {snap['files']} files, "
+                  f"{format_size(int(snap['bytes']))}, {format_size(int(snap['added']))} new, in {snap['seconds']}s; "
+                  "site repository checked")
         step.note(safety_note(result.stdout))
     return Backup(info["file"], int(info["size"]), info["sha256"], seconds)
 
 
 def backup(c: Connection, site: Site, report: Report, label: str = "") -> str:
-    """Take a verified backup now (``release`` calls this before migrating); returns its path on the host."""
+    """Take a verified site backup now (``release`` calls this before migrating); returns its path on the host."""
     return run_backup(c, site, report, label).path
 
 
@@ -163,7 +173,8 @@ def download_backup(c: Connection, site: Site, report: Report, item: Backup, des
     },
 )
 def backup_task(c: Context, keep: str = "", download: bool = False, format: str = "", to: str = "", parallel: bool = False) -> None:
-    """Back up the site's database on the host: compressed plain SQL, verified, checksummed, with retention."""
+    """Back up the site on the host: its database as compressed plain SQL (verified, checksummed), and a snapshot of that
+    dump with media/ and the release ledger in the site repository under the dump's name; with retention."""
     keep_n, fmt = validate_keep(keep), validate_format(format)
 
     def one(conn: Connection, site: Site, stream: io.StringIO | None) -> str:
@@ -180,9 +191,9 @@ def backup_task(c: Context, keep: str = "", download: bool = False, format: str 
 # ---------------------------------------------------------------- list
 
 
-@task(name="list", help={"verify": "re-read every backup and compare it with its checksum file (reads them all)"})
+@task(name="list", help={"verify": "re-read every backup and compare it with its checksum file, and all of the site repository's data"})
 def list_(c: Context, verify: bool = False) -> None:
-    """The site's backups on the host (size, age, verified or not) and the nightly backup's last result."""
+    """The site's backups on the host (size, age, verified or not, its media snapshot) and the nightly backup's last result."""
     for conn, site in targets(c):
         report = Report("db.list", host_label(conn))
         with report.step("read backups") as step:
@@ -191,13 +202,22 @@ def list_(c: Context, verify: bool = False) -> None:
                 raise StepError(script_error(result))
             now, entries, service, timer = parse_list(result.stdout)
             step.note(f"{len(entries)} in {site.paths.backups}, {format_size(sum(e.size for e in entries))}")
+        media, site_check = parse_media(result.stdout), parse_site_check(result.stdout)
         for entry in sorted_entries(site, entries):
-            report.print("  " + describe_entry(site, entry, now))
+            report.print("  " + describe_entry(site, entry, now, media.get(entry.name)))
         report.print("  " + describe_timer(service, timer))
         safety = parse_safety(result.stdout)
         if safety:
             report.print("  " + safety.describe())
         bad = [e.name for e in entries if e.actual and e.actual != e.checksum and e.checksum]
+        if site_check is not None:
+            ids, why = site_check
+            missing = [name for name, m in media.items() if not any(i.startswith(m.snapshot[:8]) for i in ids)]
+            bad += [f"{name} (its media snapshot is not in the site repository)" for name in missing]
+            if why:
+                bad.append(f"the site repository ({why})")
+            else:
+                report.print(f"  site repository: all data re-read, {len(ids)} snapshots, matches")
         if bad:
             raise Exit(f"checksum mismatch: {', '.join(bad)}", code=1)
 
@@ -305,20 +325,41 @@ def load_copy(c: Connection, site: Site, report: Report, path: str, db: str, hin
 
 
 def discard_copy(c: Connection, site: Site, report: Report, db: str) -> None:
-    """Drop the restored copy after a failed load or check; a failure here only warns (the next restore drops it first)."""
+    """Drop the restored copy and staged media after a failed load or check; a failure here only warns (the next restore
+    drops them first)."""
     with report.step(f"drop {db}") as step:
         result = run_db(c, site, ["discard"])
         if not result.ok:
             step.warn(f"{script_error(result)}; the next db.restore drops it first")
 
 
-def restore_site(c: Connection, site: Site, report: Report, value: str) -> None:
-    """Verify, load into a new database and check it, all while the site serves; then (app stopped) switch it in by
-    renaming, health-gated, the old database back if the app is unhealthy; keep and dump the replaced database."""
+def stage_media(c: Connection, site: Site, report: Report, name: str) -> None:
+    """A site restore's media, staged beside the live ones by the app's user while the site serves: backup `name`'s from the
+    site repository, or (no `name`) those an off-site restore left in recovery/."""
+    with report.step("stage the backup's media beside the live ones") as step:
+        result = run_db(c, site, ["stage-media"] + ([name] if name else []))
+        fetched, staged = first(result.stdout, "FETCHED"), first(result.stdout, "STAGED")
+        if not result.ok or fetched is None or staged is None:
+            raise StepError(script_error(result), "the live database and media were not touched")
+        source = f"snapshot {fetched['snapshot'][:8]}" if fetched["snapshot"] != "-" else "the off-site snapshot"
+        step.note(f"{fetched['files']} files, {format_size(int(fetched['bytes']))} from {source} in {fetched['seconds']}s, "
+                  f"staged by {site.paths.app_user} in {staged['seconds']}s")
+
+
+def restore_site(c: Connection, site: Site, report: Report, value: str, media: str = "") -> None:
+    """Verify, load into a new database and check it (`media`: ``backup``, the backup's media from the site repository, or
+    ``staged``, those an off-site restore left in recovery/, staged beside the live ones), all while the site serves; then
+    (app stopped) switch them in, health-gated, the old ones back if the app is unhealthy; keep what they replaced."""
     copy, kept = restore_db_name(site), safety_db_name(site)
     with site_lock(c, site, "db.restore"):
         path = locate(c, site, report, value)
         verify(c, site, report, path)
+        if media:
+            try:
+                stage_media(c, site, report, path.rsplit("/", 1)[-1] if media == "backup" else "")
+            except BaseException:
+                discard_copy(c, site, report, "the staged media")
+                raise
         with report.step("find the running app") as step:
             units, live = running_units(c, site), live_colour(c, site)
             step.note(", ".join(units) if units else "nothing running")
@@ -333,7 +374,7 @@ def restore_site(c: Connection, site: Site, report: Report, value: str) -> None:
         gate = site.paths.colour(live).unit if live else ""
         try:
             with report.step(f"switch {copy} in") as step:
-                args = ["switch"] + (["--gate", gate] if gate in units else [])
+                args = ["switch"] + (["--gate", gate] if gate in units else []) + (["--media"] if media else [])
                 for unit in units:
                     args += ["--app", unit]
                 result = run_db(c, site, args)
@@ -364,19 +405,25 @@ def restore_site(c: Connection, site: Site, report: Report, value: str) -> None:
     auto_shortflags=False,
     help={
         "file": "a backup name from `fab db.list`, a path on the server, or a local file (uploaded first)",
-        "i_know_this_will_overwrite": "required: the live database is replaced by the backup",
+        "with_media": "also bring back the media of that site backup (a name from `fab db.list` with `+ media`), switched in "
+                      "together with the database",
+        "i_know_this_will_overwrite": "required: the live database (with --with-media: and media) is replaced by the backup",
     },
 )
-def restore(c: Context, file: str = "", i_know_this_will_overwrite: bool = False) -> None:
-    """Replace the live database with a backup: verified and loaded beside it while the site serves, then switched in
-    (app stopped only for the switch, health-gated); the replaced database kept and dumped."""
+def restore(c: Context, file: str = "", with_media: bool = False, i_know_this_will_overwrite: bool = False) -> None:
+    """Replace the live database (and media) with a backup: verified, loaded (and staged) beside them while the site serves,
+    then switched in together (app stopped only for the switch, health-gated); what they replaced is kept."""
     if not i_know_this_will_overwrite:
-        raise Exit("db.restore replaces the live database: add --i-know-this-will-overwrite to go ahead", code=2)
+        what = "database and media" if with_media else "database"
+        raise Exit(f"db.restore replaces the live {what}: add --i-know-this-will-overwrite to go ahead", code=2)
     validate_file(file)
+    if with_media and ("/" in file or Path(file).expanduser().is_file()):
+        raise Exit("db.restore --with-media takes a backup name from `fab db.list` (a site backup, `+ media`), not a path or a local file",
+                   code=2)
     for conn, site in targets(c, destructive=True):
         report = Report("db.restore", host_label(conn))
-        restore_site(conn, site, report, file)
-        report.summary(f"restored from {file}")
+        restore_site(conn, site, report, file, "backup" if with_media else "")
+        report.summary(f"restored {'database and media' if with_media else 'the database'} from {file}")
 
 
 def start_unit(c: Connection, unit: str) -> None:

@@ -18,7 +18,7 @@ from ..commands import offsite, releases
 from ..commands.backup import first, records, script_error
 from ..commands.credentials import add_secret
 from ..commands.lock import BUSY
-from ..configuration import Site
+from ..configuration import ConfigError, Site
 from ..host.output import Report, StepError
 from ..host.runner import host_label, run
 from ..host.targets import targets, who
@@ -39,7 +39,7 @@ def password_path(site: Site) -> Path:
 
 def operator_password(site: Site, create: bool = True) -> str:
     """The repository password from the operator's machine, made (0600, in a 0700 directory) when there is none yet."""
-    if not site.offsite.target:
+    if not site.offsite.enabled:
         return ""
     path = password_path(site)
     if not path.exists():
@@ -56,6 +56,22 @@ def operator_password(site: Site, create: bool = True) -> str:
     return password
 
 
+def operator_credentials(site: Site) -> str:
+    """The host's copy of `sum.offsite.env_file` (read on the operator's machine, its names checked), its secrets registered so
+    no output shows them; empty without one."""
+    if not site.offsite.repository or not site.offsite.env_file:
+        return ""
+    path = Path(site.offsite.env_file).expanduser()
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError("offsite.env_file", f"cannot read {path}: {err.strerror}") from None
+    content, secrets_in_it = offsite.host_env(site, offsite.parse_env_file(site, text))
+    for secret in secrets_in_it:
+        add_secret(secret)
+    return content
+
+
 def validate_snapshot(snapshot: str) -> None:
     if not SNAPSHOT_RE.fullmatch(snapshot):
         raise Exit(f"--snapshot must be `latest` or a snapshot id (hex), got {snapshot!r}", code=2)
@@ -64,17 +80,18 @@ def validate_snapshot(snapshot: str) -> None:
 def offsite_targets(c: Context, task_name: str, destructive: bool = False) -> Iterator[tuple[Connection, Site, Report]]:
     """The hosts and sites `targets` gives, each with its report; refused before connecting when the site has no off-site copy."""
     for conn, site in targets(c, destructive=destructive):
-        if not site.offsite.target:
-            raise Exit(f"{task_name}: sum.offsite.target is not set, so this site has no off-site copy (see the runbook's Off-site copies)",
-                       code=2)
+        if not site.offsite.enabled:
+            raise Exit(f"{task_name}: neither sum.offsite.target nor sum.offsite.repository is set, so this site has no off-site copy "
+                       "(see the runbook's Off-site copies)", code=2)
         yield conn, site, Report(task_name, host_label(conn))
 
 
 @task
 def copy(c: Context) -> None:
-    """Copy the newest verified backup and media/ off the host now (what runs after each good nightly backup)."""
+    """Copy the site backups (dump, media/ and release ledger, each as taken together) not yet off the host, now (what runs
+    after each good nightly backup)."""
     for conn, site, report in offsite_targets(c, "offsite.copy"):
-        with report.step("off-site copy of the newest verified backup and media") as step:
+        with report.step("off-site copy of the site backups not yet there") as step:
             step.changed(copy_now(conn, site))
         report.summary()
 
@@ -106,8 +123,8 @@ def snapshots(c: Context) -> None:
     "i_know_this_will_overwrite": "required: the site's database, media and live release are replaced by the snapshot's",
 })
 def recover(c: Context, snapshot: str = "latest", source: str = "auto", i_know_this_will_overwrite: bool = False) -> None:
-    """Bring the site back from the off-site repository onto this (freshly provisioned) host: the snapshot's media, the
-    release that was live when it was taken, then its database, health-gated like a release."""
+    """Bring the site back from the off-site repository onto this (freshly provisioned) host: the release that was live when
+    the snapshot was taken, then its database and media together, health-gated like a release."""
     if not i_know_this_will_overwrite:
         raise Exit("offsite.recover replaces the site's database, media and release: add --i-know-this-will-overwrite", code=2)
     validate_snapshot(snapshot)
@@ -115,7 +132,7 @@ def recover(c: Context, snapshot: str = "latest", source: str = "auto", i_know_t
     for conn, site, report in offsite_targets(c, f"offsite.recover {snapshot}", destructive=True):
         began = time.monotonic()
         with site_lock(conn, site, "offsite.recover"), \
-                report.step(f"restore snapshot {snapshot}: media into place, the dump into backups/") as step:
+                report.step(f"restore snapshot {snapshot}: the dump into backups/, media into recovery/") as step:
             result = run(conn, offsite.restore_script(site, snapshot), check=False, timeout=3600)
             dump, live = offsite.parse_restored(result.stdout)
             if not result.ok or not dump:
@@ -126,7 +143,7 @@ def recover(c: Context, snapshot: str = "latest", source: str = "auto", i_know_t
                                 f"{dump} --i-know-this-will-overwrite`")
             step.changed(f"{dump}; live then: {live.get('ref', '?')} at {live['sha'][:12]}")
         do_release(conn, site, live["sha"], releases.choose_source(site, source), False, local_repo(c))
-        restore_site(conn, site, report, dump)
+        restore_site(conn, site, report, dump, "staged")
         # This host's first copy off it: a backup of the recovered database, then the copy, as a night would.
         backup(conn, site, report)
         with report.step("off-site copy from this host") as step:
@@ -163,6 +180,9 @@ def rehearse(c: Context, snapshot: str = "latest") -> None:
 def key(c: Context) -> None:
     """Print the backup machine's `authorized_keys` line for this site (its key, forced into an append-only repository)."""
     for conn, site, _ in offsite_targets(c, "offsite.key"):
+        if not site.offsite.ssh_login:
+            raise Exit("offsite.key: sum.offsite.repository is not reached over SSH: restic uses the credentials of "
+                       "sum.offsite.env_file, and the site has no SSH key for it", code=2)
         public = run(conn, offsite.public_key_script(site), hint="run provision first: it makes the key").stdout
         print(offsite.authorized_keys_line(site, public), end="")
 

@@ -22,13 +22,14 @@ from ..operations.redis import shared_redis_ops
 from . import colours
 from .env import restart_app
 from .lock import site_lock
-from .offsite import operator_password
+from .offsite import operator_credentials, operator_password
 
 
 @task(help={"check": "show what would change; change nothing"})
 def provision(c: Context, check: bool = False) -> None:
     """Converge the host onto the golden path: packages, users, firewall, PostgreSQL, Redis, units, Caddy."""
     for conn, site in targets(c, role="admin", destructive=True):
+        credentials = operator_credentials(site)  # a bad env file stops here, before anything connects
         report = Report("provision --check" if check else "provision", host_label(conn))
         with report.step("read os release"):
             os = parse_os_release(run(conn, os_release_script()).stdout)
@@ -43,7 +44,8 @@ def provision(c: Context, check: bool = False) -> None:
             refused = refusals(site, facts)
             if refused:
                 raise StepError("refusing to take over what sum_tasks did not make: " + "; ".join(refused))
-            plan = host_plan(site, facts, project_dir(c), offsite_password=operator_password(site, create=not check))
+            plan = host_plan(site, facts, project_dir(c), offsite_password=operator_password(site, create=not check),
+                             offsite_credentials=credentials)
         converge(conn, plan, report, check)
         restart_outdated_app(conn, site, report, check)
         converge(conn, shared_redis_ops(facts), report, check)

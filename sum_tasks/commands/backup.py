@@ -16,10 +16,17 @@ installs the same script for the nightly timer. The protocol between it and Pyth
   seconds=``, the ``@@live`` and ``@@copy`` counts, ``@@migrate`` and ``MIGRATE``, ``REHEARSED file= seconds=`` once all
   passed; then, whatever happened once the scratch database was asked for, ``@@scratch`` and ``DROPPED db=`` (or
   ``DROP_FAILED db=``). The first record missing names the step that failed.
-  ``SWITCHED live= kept= copy=``, ``HEALTHY <unit>``, ``DOWN seconds=``, ``SWITCHED_BACK live=`` (``switch``);
+  ``SWITCHED live= kept= copy=``, ``HEALTHY <unit>``, ``DOWN seconds= stop= rename= [media=] start= health=``, ``SWITCHED_BACK live=`` (``switch``);
   ``SAFETY_DROPPED <db>``, ``SAFETY_KEPT <db> (why)`` (a backup of the live database, about the one a restore replaced).
+- ``backup --media`` (a site backup) adds ``SITE snapshot= files= bytes= added= seconds=`` (the dump, media/ and the ledger
+  as one snapshot of the site repository; the same line is kept in ``<name>.media``), and ``MEDIA_DROPPED <dir>`` or
+  ``MEDIA_KEPT <dir> (why)`` about the media a site restore replaced.
+- ``stage-media [NAME]`` prints ``FETCHED snapshot= files= bytes= seconds=`` and ``STAGED files= seconds=``; ``switch --media``
+  adds ``MEDIA_SWITCHED live= kept=`` (and ``MEDIA_SWITCHED_BACK live=`` on the way back).
 - ``list`` prints ``@@now`` (the host's clock), ``@@files`` (name, size, mtime, checksum, re-hashed
-  checksum; tab-separated, ``-`` for none), ``@@service`` and ``@@timer`` (``systemctl show`` lines),
+  checksum; tab-separated, ``-`` for none), ``@@media`` (name, its ``SITE`` line), with ``--hash`` ``@@site`` (the site
+  repository's snapshot ids, then ``SITE_CHECK ok`` or ``SITE_CHECK failed <why>`` after re-reading all its data),
+  ``@@service`` and ``@@timer`` (``systemctl show`` lines),
   ``@@safety`` (name, size and comment of the database a restore replaced, when there is one).
 - ``counts DB`` prints ``table<TAB>rows`` lines.
 
@@ -155,6 +162,13 @@ def script_context(site: Site, root: str = "") -> dict[str, object]:
         "switch_unit": paths.restore_switch,
         "back_unit": paths.restore_back,
         "format": site.backups.format,
+        "site_repo": paths.site_repo,
+        "site_password": paths.site_password,
+        "media": paths.media,
+        "staging": paths.media_staging,
+        "recovery": paths.recovery,
+        "app_user": paths.app_user,
+        "media_unit": paths.media_unit("ACTION"),
     }
     return {
         "site": site,
@@ -264,6 +278,40 @@ def parse_list(stdout: str) -> tuple[int, list[Entry], dict[str, str], dict[str,
     return now, entries, props[0], props[1]
 
 
+@dataclass(frozen=True)
+class Media:
+    """A backup's site snapshot (its ``.media`` record): the snapshot of the site repository holding its dump and media/."""
+
+    snapshot: str
+    files: int
+    size: int
+
+    def describe(self) -> str:
+        return f"+ media {self.snapshot[:8]} ({self.files} files, {format_size(self.size)})"
+
+
+def parse_media(stdout: str) -> dict[str, Media]:
+    """The ``@@media`` section of the script's ``list``: each site backup's name and its snapshot."""
+    found = {}
+    for line in sections(stdout).get("media", "").splitlines():
+        name, _, record = line.partition("\t")
+        info = first(record, "SITE")
+        if info and info.get("snapshot") and info.get("files", "").isdigit() and info.get("bytes", "").isdigit():
+            found[name] = Media(info["snapshot"], int(info["files"]), int(info["bytes"]))
+    return found
+
+
+def parse_site_check(stdout: str) -> tuple[set[str], str] | None:
+    """With ``list --hash``: the site repository's snapshot ids and '' when all its data re-read correctly, else why not;
+    None when there is no site repository."""
+    part = sections(stdout).get("site")
+    if part is None:
+        return None
+    ids = {line.strip() for line in part.splitlines() if re.fullmatch(r"[0-9a-f]{8,64}", line.strip())}
+    verdict = next((rest for tag, rest in records(part) if tag == "SITE_CHECK"), "failed no answer")
+    return ids, "" if verdict == "ok" else verdict.removeprefix("failed").strip() or "restic check failed"
+
+
 def entry_time(site: Site, entry: Entry) -> float:
     """When the backup was taken: the time in its name, else the file's modification time."""
     when = parse_backup_time(site, entry.name)
@@ -279,14 +327,15 @@ def newest_verified(site: Site, entries: Iterable[Entry]) -> Entry | None:
     return next((e for e in sorted_entries(site, entries) if e.verified), None)
 
 
-def describe_entry(site: Site, entry: Entry, now: int) -> str:
+def describe_entry(site: Site, entry: Entry, now: int, media: Media | None = None) -> str:
     if entry.actual and entry.actual != entry.checksum:
         state = "CHECKSUM MISMATCH" if entry.checksum else "not verified (no checksum file)"
     elif entry.checksum:
         state = "verified, checksum re-read and matches" if entry.actual else "verified"
     else:
         state = "not verified (no checksum file)"
-    return f"{entry.name:<52} {format_size(entry.size):>9}  {format_age(now - entry_time(site, entry)) + ' ago':>10}  {state}"
+    line = f"{entry.name:<52} {format_size(entry.size):>9}  {format_age(now - entry_time(site, entry)) + ' ago':>10}  {state}"
+    return f"{line}  {media.describe()}" if media else line
 
 
 def describe_timer(service: dict[str, str], timer: dict[str, str], what: str = "nightly") -> str:
@@ -342,9 +391,14 @@ def restore_notes(stdout: str) -> list[str]:
         elif tag == "HEALTHY":
             notes.append(f"/health/ 200 on {rest}")
         elif tag == "DOWN":
-            notes.append(f"app down {info['seconds']}s")
+            parts = [f"{k} {info[k]}s" for k in ("stop", "rename", "media", "start", "health") if k in info]
+            notes.append(f"app down {info['seconds']}s" + (f" ({', '.join(parts)})" if parts else ""))
         elif tag == "SWITCHED_BACK":
             notes.append(f"put the old {info['live']} back")
+        elif tag == "MEDIA_SWITCHED":
+            notes.append(f"media switched in, the replaced media kept in {info['kept']}")
+        elif tag == "MEDIA_SWITCHED_BACK":
+            notes.append("put the old media back")
         elif tag == "BACKUP":
             notes.append(f"safety backup {info['file']} ({format_size(int(info['size']))}, verified)")
         elif tag == "RESTORED":
@@ -353,13 +407,17 @@ def restore_notes(stdout: str) -> list[str]:
 
 
 def safety_note(stdout: str) -> str:
-    """What a backup of the live database did with the database the last restore replaced ('' when there was none)."""
+    """What a backup of the live database did with the database (and a site backup with the media) the last restore
+    replaced ('' when there was none)."""
+    notes = []
     for tag, rest in records(stdout):
         if tag == "SAFETY_DROPPED":
-            return f"dropped {rest}, the database the last restore replaced"
-        if tag == "SAFETY_KEPT":
-            return f"kept {rest}"
-    return ""
+            notes.append(f"dropped {rest}, the database the last restore replaced")
+        elif tag == "MEDIA_DROPPED":
+            notes.append(f"dropped {rest}, the media the last restore replaced")
+        elif tag in ("SAFETY_KEPT", "MEDIA_KEPT"):
+            notes.append(f"kept {rest}")
+    return "; ".join(notes)
 
 
 @dataclass(frozen=True)

@@ -239,13 +239,14 @@ def tls_status(seconds: float) -> str:
     return "fail" if days < TLS_FAIL_DAYS else "warn" if days < TLS_WARN_DAYS else "ok"
 
 
-def check_backup(site: Site, now: int, entries: list[backups.Entry]) -> Check:
-    """The newest verified backup: none, or one older than `sum.backups.max_age_hours`, is a failure."""
-    entry = backups.newest_verified(site, entries)
+def check_backup(site: Site, now: int, entries: list[backups.Entry], media: dict[str, backups.Media]) -> Check:
+    """The newest verified site backup (a dump with its media snapshot): none, or one older than `sum.backups.max_age_hours`,
+    is a failure. A database-only dump (a release's, a restore's safety dump) does not count: it holds no media."""
+    entry = backups.newest_verified(site, [e for e in entries if e.name in media])
     if entry is None:
-        return Check("backup", "fail", f"no verified backup in {site.paths.backups}: run `fab db.backup`")
+        return Check("backup", "fail", f"no verified site backup (database and media) in {site.paths.backups}: run `fab db.backup`")
     age = now - backups.entry_time(site, entry)
-    detail = f"{entry.name}, {backups.format_size(entry.size)}, {backups.format_age(age)} old"
+    detail = f"{entry.name}, {backups.format_size(entry.size)} {media[entry.name].describe()}, {backups.format_age(age)} old"
     limit = site.backups.max_age_hours
     if age > limit * 3600:
         return Check("backup", "fail", f"{detail}: older than sum.backups.max_age_hours ({limit}h); see `fab logs --service backup`, "
@@ -258,7 +259,7 @@ DJANGO_CHECK_ID = re.compile(r"\(([a-z_]+\.[EWC]\d+)\)")
 
 def check_offsite(site: Site, text: str, now: int) -> Check | None:
     """With `sum.offsite`, the last good off-site copy: none, or one older than `sum.backups.max_age_hours`, is a failure."""
-    if not site.offsite.target:
+    if not site.offsite.enabled:
         return None
     status = offsite.parse_status(text)
     if status is None:
@@ -272,7 +273,7 @@ def check_offsite(site: Site, text: str, now: int) -> Check | None:
 
 def check_rehearsal(site: Site, text: str, now: int) -> Check | None:
     """With `sum.offsite`, the last rehearsal from the off-site copy: a failed one fails, none yet is a warning."""
-    if not site.offsite.target:
+    if not site.offsite.enabled:
         return None
     last = offsite.parse_rehearsal(text)
     if last is None:
@@ -334,7 +335,7 @@ def judge(site: Site, output: str) -> list[Check]:
     tls = check_tls(site, parts.get("tls", ""), parts.get("tls_ca", ""), now)
     if tls:
         checks.append(tls)
-    checks += [check_backup(site, now, entries), check_timer(service, timer)]
+    checks += [check_backup(site, now, entries, backups.parse_media(output)), check_timer(service, timer)]
     checks += [c for c in (check_offsite(site, parts.get("offsite", ""), now), check_rehearsal(site, parts.get("rehearsal", ""), now)) if c]
     return checks + check_schedules(site, output)
 

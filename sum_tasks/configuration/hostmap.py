@@ -32,6 +32,9 @@ NAME_MAX = 32
 COLOUR_VERBS = ("start", "stop", "--no-block stop", "restart", "reset-failed")
 # A release restarts the worker without waiting for its running tasks to finish (`--no-block`).
 CELERY_VERBS = ("start", "stop", "restart", "--no-block restart")
+# A site restore's media, in media/ (renames do not cross the bind mount), closed to Caddy; see `HostMap.media_unit`.
+MEDIA_STAGING = ".sum-restore"
+MEDIA_ACTIONS = ("stage", "switch", "back", "drop")
 # The environment variable carrying `fab manage`'s arguments through sudo to the manage script.
 MANAGE_ARGS = "SUM_MANAGE_ARGS"
 
@@ -63,12 +66,15 @@ TABLE = """
 dir   {srv}          0755  root:root      all sites
 dir   {etc}          0755  root:root      configs of all sites' own services
 dir   {root}         0751  {user}:{user}  the site root: the app and Caddy pass through, nobody else lists it
-dir   {backups}      0700  {user}:{user}  database backups, `<slug>_db_<UTC>.sql.gz|zst` and `.sha256` beside each
+dir   {backups}      0700  {user}:{user}  database backups, `<slug>_db_<UTC>.sql.gz|zst` and `.sha256` beside each (`.media`: its site snapshot)
+state {site_repo}    0700  {user}:{user}  site backups: a restic repository, one snapshot per backup (its dump, checksum, media/ and the release ledger, tagged `dump=<name>`), made by the first
+file  {site_password} 0600 {user}:{user}  the site repository's password, made by the first backup (the data it guards is on this host anyway)
 dir   {static}       0755  {user}:{user}  collectstatic's output, served by Caddy at /static/
 dir   {media}        2750  {app}:{web}    uploads: the app writes, Caddy reads (new files take the group), through a nosymfollow bind mount
 dir   {releases}     0750  {user}:{app}   `<UTC>Z-<sha8>/`: one commit's files, `.venv` link, `.release.env`
 dir   {venvs}        0750  {user}:{app}   `<hash>/`: one venv per interpreter and requirements.txt
-dir   {recovery}     2750  {user}:{app}   `offsite.recover` restores a snapshot here; the app's group reads it (the media it copies into media/)
+dir   {recovery}     2750  {user}:{app}   a snapshot's media is restored here (from the site repository or off-site); the app's group reads it to stage it
+state {media_staging} 2700 {app}:{web}    in media/, not served (closed to Caddy): `new/` the media a restore stages, `old/` the media it replaced (kept until the next site backup)
 dir   {colours}      0750  {user}:{app}   `<colour>` links to the release each colour runs, `<colour>.env` the .env hash it started with
 file  {env}          0600  {user}:{user}  the site's secrets and settings; systemd reads it for the app
 link  {current}      0777  {user}:{user}  link to the live release
@@ -90,8 +96,9 @@ file  {manage_script} 0755 root:root      `fab manage`: runs manage.py in the li
 file  {caddy_site}   0644  root:root      the site's Caddy config
 file  {alert_conf}   0640  root:{user}    curl config naming `sum.alerts.webhook` (a secret URL); the alert unit, as the deploy user, reads it
 file  {ping_conf}    0640  root:{user}    curl config naming `sum.alerts.success_url`, pinged after each good nightly backup
-file  {offsite_key}  0640  root:{user}    the site's SSH key for the backup machine (with `sum.offsite`); `.pub` beside it
+file  {offsite_key}  0640  root:{user}    the site's SSH key for the backup machine (with `sum.offsite.target` or an `sftp:` repository); `.pub` beside it
 file  {offsite_known_hosts} 0644 root:root the backup machine's host key, the only one accepted
+file  {offsite_env}  0640  root:{user}    the credentials of `sum.offsite.repository` (a copy of the operator's `offsite.env_file`), for restic alone
 file  {restic_password} 0640 root:{user}  the off-site repository's encryption password (a copy of the operator's `offsite.password_file`)
 file  {offsite_script} 0755 root:root     the off-site copy: restic sends the newest verified dump and media/ to the backup machine
 file  {offsite_status} 0600 {user}:{user} the last good off-site copy: time, snapshot, dump (read by `check`)
@@ -152,13 +159,17 @@ class HostMap:
         self.offsite_key = f"{ETC}/{self.unit_prefix}-offsite.key"
         self.offsite_known_hosts = f"{ETC}/{self.unit_prefix}-offsite.known_hosts"
         self.restic_password = f"{ETC}/{self.unit_prefix}-restic.password"
+        self.offsite_env = f"{ETC}/{self.unit_prefix}-offsite.env"
         self.offsite_script = f"/usr/local/bin/{self.unit_prefix}-offsite"
         self.offsite_status = f"{self.backups}/.offsite"
         self.offsite_service = f"{self.unit_prefix}-offsite.service"
         self.rehearsal_status = f"{self.backups}/.rehearsal"
         self.offsite_rehearse = f"{self.unit_prefix}-offsite-rehearse.service"
         self.offsite_rehearse_timer = f"{self.unit_prefix}-offsite-rehearse.timer"
-        self.media_restore = f"{self.unit_prefix}-media-restore.service"
+        self.media_template = f"{self.unit_prefix}-media@.service"
+        self.site_repo = f"{self.backups}/site.restic"
+        self.site_password = f"{self.backups}/.site.restic-password"
+        self.media_staging = f"{self.media}/{MEDIA_STAGING}"
         self.alert_conf = f"{ETC}/{self.unit_prefix}-alert.curl"
         self.alert_script = f"/usr/local/bin/{self.unit_prefix}-alert"
         self.ping_conf = f"{ETC}/{self.unit_prefix}-ping.curl"
@@ -216,6 +227,11 @@ class HostMap:
         """The worker when `sum.celery`, and beat when `sum.celery_beat`: what a release restarts after its switch."""
         return ([self.celery] if self.site.celery else []) + ([self.celery_beat] if self.site.celery_beat else [])
 
+    def media_unit(self, action: str) -> str:
+        """The app-user unit that does one of `MEDIA_ACTIONS` to a site restore's media: stage it beside the live media, switch
+        it in, put the replaced media back, drop the replaced media."""
+        return self.media_template.replace("@", f"@{action}")
+
     def restore_units(self) -> list[str]:
         """db.restore's postgres units: create the database a backup is loaded into, switch it in, switch back."""
         return [self.restore_create, self.restore_switch, self.restore_back]
@@ -234,7 +250,7 @@ class HostMap:
         names = {**vars(self), "srv": SRV, "etc": ETC, "web": WEB_GROUP, "user": self.site.deploy_user, "app": self.app_user}
         units = [self.gunicorn_template, self.celery, self.celery_beat, self.redis, self.media_mount, self.backup_service, self.backup_timer,
                  self.scratch_create, self.scratch_drop, *self.restore_units(), self.standby_service, self.standby_timer, self.alert_template,
-                 self.offsite_service, self.media_restore, self.offsite_rehearse, self.offsite_rehearse_timer,
+                 self.offsite_service, self.media_template, self.offsite_rehearse, self.offsite_rehearse_timer,
                  *(u for name in self.site.schedule for u in self.schedule(name))]
         rows = [line.split(None, 4) for line in TABLE.strip().splitlines()]
         rows += [["file", self.unit_file(u), "0644", "root:root", "systemd unit"] for u in units]
@@ -251,8 +267,9 @@ class HostMap:
         """(verb, unit): everything the deploy user may run as root. Nothing else, no wildcard."""
         rules = [(verb, self.colour(c).unit) for c in COLOURS for verb in COLOUR_VERBS]
         rules += [(verb, unit) for unit in self.celery_units() for verb in CELERY_VERBS]
-        offsite = [self.offsite_service, self.media_restore, self.offsite_rehearse] if self.site.offsite.target else []
-        starts = [self.backup_service, self.scratch_create, self.scratch_drop, *self.restore_units(), *offsite]
+        offsite = [self.offsite_service, self.offsite_rehearse] if self.site.offsite.enabled else []
+        media = [self.media_unit(action) for action in MEDIA_ACTIONS]
+        starts = [self.backup_service, self.scratch_create, self.scratch_drop, *self.restore_units(), *media, *offsite]
         return rules + [("start", unit) for unit in starts]
 
     def sudo_commands(self) -> list[str]:

@@ -282,24 +282,84 @@ class Alerts:
 
 HOST_KEY_RE = re.compile(r"^(?:ssh-(?:ed25519|rsa)|ecdsa-sha2-nistp\d+) [A-Za-z0-9+/]+={0,3}$")
 TARGET_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}@[A-Za-z0-9._-]+(?::\d{1,5})?$")
+# restic's own repository kinds that need nothing on the host but their URL and, in `offsite.env_file`, their credentials.
+REPOSITORY_KINDS = ("s3", "rest", "sftp", "b2", "azure", "gs", "swift")
+REPOSITORY_RE = re.compile(rf"^(?:{'|'.join(REPOSITORY_KINDS)}):[A-Za-z0-9._~:/?#@!$&()*+,;=%\[\]-]+$")
+SFTP_RE = re.compile(r"^sftp:(?://(?:(?P<user>[^@/:]+)@)?(?P<host>[A-Za-z0-9._-]+)(?::(?P<port>\d{1,5}))?/"
+                     r"|(?:(?P<user2>[^@/:]+)@)?(?P<host2>[A-Za-z0-9._-]+):)")
+PATH_RE = re.compile(r"^[^\0\n]{1,4096}$")
+
+
+def _repository(key: str, value: Any) -> str:
+    # The value is never echoed back: a mistyped URL may still hold a password.
+    url = value if isinstance(value, str) else ""
+    address = url.split(":", 1)[-1].removeprefix("//")
+    address = address.split("://", 1)[-1].split("/", 1)[0]
+    if ":" in address.rpartition("@")[0]:
+        raise ConfigError(key, "must not hold a password (restic and logs would show it): put it in offsite.env_file "
+                          "(RESTIC_REST_USERNAME/RESTIC_REST_PASSWORD for rest:)")
+    if not REPOSITORY_RE.fullmatch(url):
+        raise ConfigError(key, f"must be a restic repository URL ({', '.join(k + ':...' for k in REPOSITORY_KINDS)}), "
+                          "such as s3:https://host/bucket/path or rest:https://host:8000/site/")
+    if url.startswith("sftp:") and not SFTP_RE.match(url):
+        raise ConfigError(key, "an sftp: repository is sftp:user@host:/path or sftp://user@host:port//path")
+    return url
+
+
+def sftp_login(url: str) -> tuple[str, int]:
+    """``[user@]host`` and the port of an ``sftp:`` repository URL."""
+    found = SFTP_RE.match(url)
+    if not found:
+        return "", 22
+    user, host = found["user"] or found["user2"], found["host"] or found["host2"]
+    return (f"{user}@{host}" if user else host), int(found["port"] or 22)
 
 
 @dataclass(frozen=True)
 class Offsite:
-    """``sum.offsite``: encrypted, append-only copies of each backup on a second machine (restic over SSH)."""
+    """``sum.offsite``: encrypted copies of each backup off the host: by default, append-only on a second machine reached
+    over SSH (`target`); or in any restic repository (`repository`: object storage, a REST server)."""
 
     target: str = setting("", "`user@host[:port]`", "the backup machine: its `authorized_keys` gives this site's key a forced "
-                          "`rclone serve restic --stdio --append-only` (see the runbook's Off-site copies)",
+                          "`rclone serve restic --stdio --append-only` (see the runbook's Off-site copies); the reference "
+                          "target, and the only one where the host itself makes sure the VPS can never delete",
                           _optional(_match(TARGET_RE, "must be user@host or user@host:port")))
-    host_key: str = setting("", "`<type> <base64>`, from `ssh-keyscan`", "the backup machine's SSH host key: the only key the VPS accepts "
-                            "from it", _optional(_match(HOST_KEY_RE, "must be one SSH host key: `ssh-ed25519 AAAA...`")))
+    repository: str = setting("", "a restic repository URL: `s3:`, `rest:`, `sftp:`, `b2:`, `azure:`, `gs:`, `swift:`; no password",
+                              "instead of `target`: any restic repository (`s3:https://s3.example.com/bucket/acme`, "
+                              "`rest:https://backup.example:8000/acme/`); append-only is then the operator's job: credentials "
+                              "that cannot delete, object lock or `--append-only` on the server (see the runbook's Off-site copies)",
+                              _optional(_repository))
+    env_file: str = setting("", "a path on the operator's machine: `NAME=value` lines of restic's documented variables",
+                            "the credentials of `repository` (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `RESTIC_REST_USERNAME`, "
+                            "`RESTIC_REST_PASSWORD`...): provision copies them root:deploy 0640 to the host, where only restic "
+                            "gets them, in its environment; keep the file in the agency's password manager",
+                            _optional(_match(PATH_RE, "must be a path")))
+    host_key: str = setting("", "`<type> <base64>`, from `ssh-keyscan`", "the SSH host key of `target` (or of an `sftp:` repository's "
+                            "host): the only key the VPS accepts from it",
+                            _optional(_match(HOST_KEY_RE, "must be one SSH host key: `ssh-ed25519 AAAA...`")))
     password_file: str = setting("", "a path on the operator's machine", "the repository's encryption password, made here by the first "
                                  "provision (0600) and copied to the VPS; recovery needs it: keep it in the agency's password manager",
-                                 _optional(_match(re.compile(r"^[^\0\n]{1,4096}$"), "must be a path")),
+                                 _optional(_match(PATH_RE, "must be a path")),
                                  default_text="`~/.config/sum_tasks/<slug>.restic-password`")
     rehearse: str = setting("monthly", "a systemd `OnCalendar` expression", "when the host rehearses a restore of the latest snapshot's "
                             "dump into a scratch database (up to an hour later, at random); a failure alerts, `check` shows the last "
                             "result", _match(ONCALENDAR_RE, "must be a systemd OnCalendar expression (`monthly`, `*-*-01 05:00:00`)"))
+
+    @property
+    def enabled(self) -> bool:
+        """The site has off-site copies (to `target` or `repository`)."""
+        return bool(self.target or self.repository)
+
+    @property
+    def ssh_login(self) -> tuple[str, int] | None:
+        """``user@host`` and port when restic reaches the repository over SSH with the site's key (`target`, an
+        ``sftp:`` repository); None otherwise."""
+        if self.target:
+            login, _, port = self.target.partition(":")
+            return login, int(port or 22)
+        if self.repository.startswith("sftp:"):
+            return sftp_login(self.repository)
+        return None
 
 
 @dataclass(frozen=True)
@@ -449,11 +509,24 @@ def load_site(raw: Any) -> Site:
             raise ConfigError(f"redirects.{source}", f"must redirect to one of sum.domains ({', '.join(site.domains)})", target)
     if (site.acme_ca or site.acme_ca_root) and site.tls != "auto":
         raise ConfigError("acme_ca" if site.acme_ca else "acme_ca_root", f"only applies to tls: auto (tls is {site.tls})")
-    if site.offsite.target and not site.offsite.host_key:
-        raise ConfigError("offsite.host_key", "is required with offsite.target (`ssh-keyscan -t ed25519 <host>`, checked against its console)")
+    check_offsite(site.offsite)
     if site.acme_ca_root and not site.acme_ca:
         raise ConfigError("acme_ca_root", "needs sum.acme_ca: it is the root of that server's own certificate")
     return site
+
+
+def check_offsite(offsite: Offsite) -> None:
+    """What `sum.offsite`'s keys need of each other."""
+    if offsite.target and offsite.repository:
+        raise ConfigError("offsite.repository", "and offsite.target exclude each other: set one (target: the SSH backup machine; "
+                          "repository: any other restic repository)")
+    if offsite.ssh_login and not offsite.host_key:
+        which = "offsite.target" if offsite.target else "an sftp: offsite.repository"
+        raise ConfigError("offsite.host_key", f"is required with {which} (`ssh-keyscan -t ed25519 <host>`, checked against its console)")
+    if offsite.host_key and offsite.repository and not offsite.ssh_login:
+        raise ConfigError("offsite.host_key", "only applies to offsite.target or an sftp: offsite.repository")
+    if offsite.env_file and offsite.target:
+        raise ConfigError("offsite.env_file", "only applies to offsite.repository (offsite.target is reached with the site's SSH key)")
 
 
 def reference() -> str:

@@ -1,4 +1,5 @@
-"""Backups: the backup script, the nightly service and timer, and the postgres units of db.rehearse and db.restore."""
+"""Backups: restic, the backup script, the nightly service and timer, the postgres units of db.rehearse and db.restore, and
+the app-user unit that stages and switches a site restore's media."""
 
 from __future__ import annotations
 
@@ -58,6 +59,8 @@ def backup_ops(site: Site, project_dir: str = "") -> list[Op]:
             f"{APT} install isal || {{ {APT} update && {APT} install isal; }}",
             hint="install the isal package (igzip): the fast gzip the backups use",
         ),
+        Op("restic installed", "command -v restic >/dev/null", f"{APT} install restic || {{ {APT} update && {APT} install restic; }}",
+           hint="install the restic package: site backups keep media in a restic repository"),
         file_op("backup script", paths.backup_script, script_text(site, project_dir), 0o755),
         file_op("backup service", paths.unit_file(paths.backup_service), render("backup.service.j2", ctx, project_dir), then=DAEMON_RELOAD),
         file_op(
@@ -67,6 +70,10 @@ def backup_ops(site: Site, project_dir: str = "") -> list[Op]:
         file_op("scratch database create unit", paths.unit_file(paths.scratch_create), scratch_unit(site, "create"), then=DAEMON_RELOAD),
         file_op("scratch database drop unit", paths.unit_file(paths.scratch_drop), scratch_unit(site, "drop"), then=DAEMON_RELOAD),
         *(file_op(f"restore database unit {unit}", paths.unit_file(unit), text, then=DAEMON_RELOAD) for unit, text in restore_units(site).items()),
+        file_op("site restore's media unit", paths.unit_file(paths.media_template), render("media@.service.j2", ctx, project_dir),
+                then=DAEMON_RELOAD),
+        absent_op("no media recovery unit of an earlier version", [paths.unit_file(f"{paths.unit_prefix}-media-restore.service")],
+                  then=DAEMON_RELOAD),
         *alert_ops(site, project_dir),
         enabled_op("backup timer", paths.backup_timer),
     ]

@@ -28,7 +28,7 @@ def refusals(site: Site, facts: Facts) -> list[str]:
 
 
 def host_plan(site: Site, facts: Facts, project_dir: str = "", secret: Callable[[], str] = new_secret,
-              offsite_password: str = "") -> list[Op]:
+              offsite_password: str = "", offsite_credentials: str = "") -> list[Op]:
     """Everything after the packages. The .env's generated secrets are registered so no output shows them."""
     env_text = site_env(site, facts, secret)
     values = envfile.parse(env_text)
@@ -47,7 +47,7 @@ def host_plan(site: Site, facts: Facts, project_dir: str = "", secret: Callable[
         *postgresql_ops(site, values["DJANGO_DB_PASSWORD"]),
         *unit_ops(site, project_dir),
         *backup_ops(site, project_dir),
-        *offsite_ops(site, offsite_password, project_dir),
+        *offsite_ops(site, offsite_password, project_dir, offsite_credentials),
         *caddy_ops(site, facts, project_dir),
         *takeover_ops(site, facts),
     ]

@@ -122,7 +122,7 @@ def site(host_factory, tmp_path_factory):
 
 def test_backup_is_verified_and_downloaded(site):
     out = site.fab("db.backup", "--download").stdout
-    path = re.search(rf"changed\s+backup \(\S+\)\s+({BACKUPS}/\S+), ([\d.]+ [KM]B) in [\d.]+s", out)
+    path = re.search(rf"changed\s+site backup \(\S+\)\s+({BACKUPS}/\S+), ([\d.]+ [KM]B) in [\d.]+s", out)
     assert path, out
     remote = path.group(1).rstrip(",")
     assert "verified: gzip stream whole, dump complete, sha256" in out

@@ -29,6 +29,11 @@ def status_field(line: str, name: str) -> str:
     return re.search(rf"\b{name}=(\S*)", line).group(1)
 
 
+def repository_bytes(backup) -> int:
+    """What the off-site repository holds on the backup machine, in bytes."""
+    return int(backup.ssh("du -sb /srv/restic/acme").stdout.split()[0])
+
+
 def test_offsite_copies_are_encrypted_append_only_and_restorable(host_factory, tmp_path, webhook):
     site, backup = host_factory.many({"suite": "bookworm"}, {"suite": "bookworm"})
     receiver, base = webhook(site)
@@ -62,19 +67,23 @@ def test_offsite_copies_are_encrypted_append_only_and_restorable(host_factory, t
     site.ssh(SAMPLER)
     first = client.fab("-H", "deploy@vps", "offsite.copy").stdout
     status = site.ssh("cat /srv/sum/acme/backups/.offsite").stdout
-    first_added = int(status_field(status, "data_added"))
-    assert first_added > 9_000_000 and "snapshot " in first, (status, first)
+    first_added = repository_bytes(backup)
+    # Both site backups so far (the release's before it migrated, db.backup's) go; the latest off-site is db.backup's.
+    assert first_added > 9_000_000 and "snapshot " in first and status_field(status, "copied") == "2", (status, first)
+    newest = site.ssh("cd /srv/sum/acme/backups && ls *.media | sort | tail -n 1").stdout.strip().removesuffix(".media")
+    assert status_field(status, "dump") == newest, (status, newest)
 
     # The backup machine holds only ciphertext: neither the media marker nor a readable dump.
     assert backup.ssh(f"grep -rl {MARKER} /srv/restic", check=False).stdout == ""
     assert backup.ssh("find /srv/restic/acme -name '*.sql.gz' | wc -l").stdout.strip() == "0"
 
-    # 1% of the media changes: the second copy sends about that much, not the whole tree.
+    # 1% of the media changes: the next site backup's copy adds about that much (and its dump), not the whole tree.
     site.ssh("cd /srv/sum/acme/media && runuser -u sum-acme -- sh -c 'head -c 100000 /dev/urandom > photos/1.bin'")
+    client.fab("-H", "deploy@vps", "db.backup")
     client.fab("-H", "deploy@vps", "offsite.copy")
-    second_added = int(status_field(site.ssh("cat /srv/sum/acme/backups/.offsite").stdout, "data_added"))
-    print(f"off-site copy: first {first_added} bytes added, second (1% of media changed) {second_added}")
-    assert second_added < first_added / 20, (first_added, second_added)
+    second_added = repository_bytes(backup) - first_added
+    print(f"off-site copy: first {first_added} bytes, second (1% of media changed) {second_added} more")
+    assert 0 < second_added < first_added / 20, (first_added, second_added)
 
     # The nightly backup starts the copy after it succeeds.
     before = site.ssh("cat /srv/sum/acme/backups/.offsite").stdout
@@ -83,7 +92,7 @@ def test_offsite_copies_are_encrypted_append_only_and_restorable(host_factory, t
     while time.monotonic() < deadline and site.ssh("cat /srv/sum/acme/backups/.offsite").stdout == before:
         time.sleep(1)
     listing = client.fab("-H", "deploy@vps", "offsite.snapshots").stdout
-    assert "3 snapshots" in listing, listing
+    assert "4 snapshots" in listing, listing
 
     # A rehearsal from the off-site copy: its dump restores into the scratch database and passes migrate --check.
     rehearsed = client.fab("-H", "deploy@vps", "offsite.rehearse").stdout
@@ -137,7 +146,7 @@ def test_offsite_copies_are_encrypted_append_only_and_restorable(host_factory, t
     site.ssh(f"runuser -u deploy -- ssh -F none -i /etc/sum/sum-acme-offsite.key -o IdentitiesOnly=yes -o BatchMode=yes "
              f"-o UserKnownHostsFile=/etc/sum/sum-acme-offsite.known_hosts restic@{backup.ip} 'rm -rf /srv/restic/acme' </dev/null >/dev/null 2>&1",
              check=False)
-    assert "3 snapshots" in client.fab("-H", "deploy@vps", "offsite.snapshots").stdout
+    assert "4 snapshots" in client.fab("-H", "deploy@vps", "offsite.snapshots").stdout
 
     # The app reads neither the password nor the key; nothing printed or logged holds the password.
     for path in ("/etc/sum/sum-acme-restic.password", "/etc/sum/sum-acme-offsite.key"):
@@ -171,7 +180,7 @@ def test_offsite_copies_are_encrypted_append_only_and_restorable(host_factory, t
     client.fab("provision")
     line = client.fab("-H", "deploy@vps", "offsite.key").stdout.strip().splitlines()[-1]
     backup.ssh(f"echo '{line}' >> ~restic/.ssh/authorized_keys")
-    started = time.monotonic()
+    started, stored = time.monotonic(), repository_bytes(backup)
     out = client.fab("-H", "deploy@vps", "offsite.recover", "--i-know-this-will-overwrite").stdout
     print(f"recovery onto a provisioned host took {time.monotonic() - started:.1f}s")
     assert new.ssh("sed -n 's/^GIT_SHA=//p' /srv/sum/acme/current/.release.env").stdout.strip() == live_sha, out
@@ -183,5 +192,10 @@ def test_offsite_copies_are_encrypted_append_only_and_restorable(host_factory, t
     assert MARKER in new.ssh("curl -sk --resolve acme.test:443:127.0.0.1 https://acme.test/media/note.txt").stdout
     # The new host's first off-site copy is of the recovered database, never the safety dump of what it replaced.
     copied = status_field(new.ssh("cat /srv/sum/acme/backups/.offsite").stdout, "dump")
-    assert "pre-restore" not in copied and "4 snapshots" in client.fab("-H", "deploy@vps", "offsite.snapshots").stdout
+    # The new host's site repository chunks as the off-site one does: its first copy sends dumps, not the media again.
+    sent = repository_bytes(backup) - stored
+    assert sent < first_added / 5, (sent, first_added)
+    assert "pre-restore" not in copied and copied == new.ssh("cd /srv/sum/acme/backups && ls *.media | sort | tail -n 1").stdout.strip()[:-6]
+    count = re.search(r"(\d+) snapshots", client.fab("-H", "deploy@vps", "offsite.snapshots").stdout)
+    assert count and int(count.group(1)) > 4, count
     assert client.fab("check").returncode == 0

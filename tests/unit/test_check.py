@@ -49,6 +49,7 @@ SECTIONS = {
     "tls_ca": "notAfter=Oct  4 19:53:07 2036 GMT\nsubject=CN = Caddy Local Authority - 2026 ECC Root\n",
     "now": f"{NOW}\n",
     "files": f"{BACKUP}\t399\t1795722801\t{'a' * 64}\t-\n",
+    "media": f"{BACKUP}\tSITE snapshot=3f2a91c0 files=12 bytes=5000 added=5000 seconds=0.40\n",
     "service": "Result=success\nExecMainStartTimestamp=\nExecMainExitTimestamp=\nExecMainStatus=0\nLoadState=loaded\nActiveState=inactive\n",
     "timer": "NextElapseUSecRealtime=Fri 2026-11-27 03:15:00 UTC\nLastTriggerUSec=\nLoadState=loaded\nActiveState=active\nUnitFileState=enabled\n",
 }
@@ -229,16 +230,20 @@ def test_tls_none_served_or_off(site, site_config):
 
 def test_backup_age(site, site_config):
     entry = db.Entry(BACKUP, 399, 1795722801, "a" * 64)
-    assert check.check_backup(site, NOW, [entry]).status == "ok"
+    media = {BACKUP: db.Media("3f2a91c0", 12, 5000)}
+    ok = check.check_backup(site, NOW, [entry], media)
+    assert ok.status == "ok" and "+ media 3f2a91c0 (12 files, 5.0 KB)" in ok.detail
     backup_time = check.backups.entry_time(site, entry)
-    assert check.check_backup(site, backup_time + 26 * 3600 - 60, [entry]).status == "ok"
-    late = check.check_backup(site, backup_time + 27 * 3600, [entry])
+    assert check.check_backup(site, backup_time + 26 * 3600 - 60, [entry], media).status == "ok"
+    late = check.check_backup(site, backup_time + 27 * 3600, [entry], media)
     assert late.status == "fail" and "max_age_hours (26h)" in late.detail
     weekly = load_site({**site_config, "backups": {"max_age_hours": 170}})
-    assert check.check_backup(weekly, backup_time + 27 * 3600, [entry]).status == "ok"
+    assert check.check_backup(weekly, backup_time + 27 * 3600, [entry], media).status == "ok"
     unverified = db.Entry(BACKUP, 399, 1795722801, "")
-    assert check.check_backup(site, NOW, [unverified]).status == "fail"
-    assert check.check_backup(site, NOW, []).detail.startswith("no verified backup")
+    assert check.check_backup(site, NOW, [unverified], media).status == "fail"
+    assert check.check_backup(site, NOW, [], media).detail.startswith("no verified site backup")
+    # A database-only dump (no media snapshot) is no site backup.
+    assert check.check_backup(site, NOW, [entry], {}).status == "fail"
 
 
 def test_backup_timer(site):

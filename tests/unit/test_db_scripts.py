@@ -321,7 +321,7 @@ def test_provision_installs_script_units_and_timer(site):
     assert "/usr/local/bin/sum-acme-kitchens-db.sum-new" in script.apply and "755 root root" in script.check
     service = ops["backup service"].stdin.decode()
     assert "User=deploy" in service and "Type=oneshot" in service
-    assert "ExecStart=/usr/local/bin/sum-acme-kitchens-db backup --format gzip --keep 14" in service
+    assert "ExecStart=/usr/local/bin/sum-acme-kitchens-db backup --media --format gzip --keep 14" in service
     timer = ops["backup timer"].stdin.decode()
     assert "OnCalendar=*-*-* 03:15:00" in timer and "Persistent=true" in timer and "WantedBy=timers.target" in timer
     assert "systemctl enable --now sum-acme-kitchens-backup.timer" in ops["backup timer enabled and running"].apply
@@ -350,7 +350,7 @@ def test_sudo_rules_add_exact_backup_scratch_and_restore_starts(site):
 def test_config_changes_reach_the_units(site_config):
     site = load_site({**site_config, "backups": {"keep": 3, "format": "zstd", "schedule": "*-*-* 01:00:00"}})
     ops = by_name(host_plan(site, Facts(user="root")))
-    assert b"backup --format zstd --keep 3" in ops["backup service"].stdin
+    assert b"backup --media --format zstd --keep 3" in ops["backup service"].stdin
     assert b"OnCalendar=*-*-* 01:00:00" in ops["backup timer"].stdin
     assert b"DEFAULT_KEEP=3" in ops["backup script"].stdin
 

@@ -24,10 +24,9 @@ def test_target_host_key_and_forced_command():
 
 
 def test_status_line_and_snapshots():
-    status = offsite.parse_status("OFFSITE at=1000 snapshot=d62263a1ff dump=acme_db_20261201T235642Z.sql.gz files_new=101 "
-                                  "files_changed=0 data_added=10039451 seconds=1\n")
+    status = offsite.parse_status("OFFSITE at=1000 snapshot=d62263a1ff dump=acme_db_20261201T235642Z.sql.gz copied=2 seconds=1\n")
     assert status.snapshot == "d62263a1ff" and status.dump == "acme_db_20261201T235642Z.sql.gz"
-    assert status.describe(1000 + 7200) == "snapshot d62263a1 of acme_db_20261201T235642Z.sql.gz, 2h 00m old; 10.0 MB new, 1s"
+    assert status.describe(1000 + 7200) == "snapshot d62263a1 of acme_db_20261201T235642Z.sql.gz, 2h 00m old; 2 site backups copied, 1s"
     assert offsite.parse_status("") is None and offsite.parse_status("OFFSITE at=x snapshot=") is None
     listed = offsite.parse_snapshots(json.dumps([
         {"time": "2026-12-01T23:56:43.1Z", "id": "aa" * 32, "tags": ["sum", "dump=acme_db_1.sql.gz"], "paths": ["/srv/sum/acme/media"]},
@@ -57,7 +56,7 @@ def test_offsite_tasks_refuse_a_site_without_offsite_before_connecting():
     bare = {key: value for key, value in GOOD.items() if key != "offsite"}
     conn = Connection("deploy@vps.invalid", config=Config(overrides={"sum": bare}))
     for task in (tasks.copy, tasks.snapshots, tasks.key, tasks.rehearse):
-        with pytest.raises(Exit, match="sum.offsite.target is not set") as err:
+        with pytest.raises(Exit, match="neither sum.offsite.target nor sum.offsite.repository is set") as err:
             task(conn)
         assert err.value.code == 2
     with pytest.raises(Exit, match="--i-know-this-will-overwrite"):
@@ -78,7 +77,10 @@ def test_the_copy_looks_for_dumps_by_the_names_the_backup_script_gives():
     script = render("offsite.sh.j2", offsite.script_context(site))
     assert "acme-kitchens_db_*.sql.gz acme-kitchens_db_*.sql.zst" in script and "acme_kitchens_db_" not in script
     assert parse_backup_time(site, "acme-kitchens_db_20261201T235642Z.sql.gz") is not None
-    assert "*-pre-restore.*) continue" in script  # what a restore replaced is never sent as the latest
+    # What goes off-site is the site repository's snapshots (site backups), never a loose dump such as a pre-restore one.
+    assert ("from=(--from-repo /srv/sum/acme-kitchens/backups/site.restic --from-password-file "
+            "/srv/sum/acme-kitchens/backups/.site.restic-password)") in script
+    assert 'restic_ copy "${from[@]}"' in script and "restic_ backup" not in script
 
 
 def test_with_offsite_the_success_ping_waits_for_the_copy():

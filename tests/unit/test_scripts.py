@@ -28,6 +28,10 @@ FULL = load_site({**BASE, "celery": True, "celery_beat": True, "ssh_hardening": 
                   "authorized_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBm op@laptop"],
                   "alerts": {"webhook": "https://hooks.example/T0", "success_url": "https://ping.example/x"},
                   "offsite": {"target": "restic@backup.example:2222", "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHk"}})
+# An off-site repository other than the SSH target: a REST server with its credentials, and SFTP with the site's key.
+REST = load_site({**BASE, "offsite": {"repository": "rest:https://backup.example:8000/acme-kitchens/", "env_file": "~/acme.env"}})
+SFTP = load_site({**BASE, "offsite": {"repository": "sftp://restic@backup.example:2222//srv/restic/acme-kitchens",
+                                      "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHk"}})
 RELEASE = "/srv/sum/acme-kitchens/releases/20261126T195308Z-1f817658"
 ENTRY = {"sha": "1f8176581cedda8ce1a42675197bd2c16833c03d", "id": "20261126T195308Z-1f817658", "venv": "0123456789abcdef",
          "ref": "v1.2", "result": "good"}
@@ -48,12 +52,12 @@ SAMPLES = {
     "colours.live_socket_script": lambda s: [colours.live_socket_script(s)],
     "colours.identities_script": lambda s: [colours.identities_script(s)],
     "schedules.schedules_script": lambda s: [schedules.schedules_script(s)],
-    "offsite.copy_script": lambda s: [offsite.copy_script(s)] if s.offsite.target else [],
-    "offsite.snapshots_script": lambda s: [offsite.snapshots_script(s)] if s.offsite.target else [],
-    "offsite.restore_script": lambda s: [offsite.restore_script(s, "latest")] if s.offsite.target else [],
+    "offsite.copy_script": lambda s: [offsite.copy_script(s)] if s.offsite.enabled else [],
+    "offsite.snapshots_script": lambda s: [offsite.snapshots_script(s)] if s.offsite.enabled else [],
+    "offsite.restore_script": lambda s: [offsite.restore_script(s, "latest")] if s.offsite.enabled else [],
     "offsite.rehearse_script": lambda s: [offsite.rehearse_script(s, snap, "op@laptop") for snap in ("latest", "0a1b2c3d")]
-    if s.offsite.target else [],
-    "offsite.public_key_script": lambda s: [offsite.public_key_script(s)] if s.offsite.target else [],
+    if s.offsite.enabled else [],
+    "offsite.public_key_script": lambda s: [offsite.public_key_script(s)] if s.offsite.enabled else [],
     "manage.manage_script": lambda s: [manage.manage_script(s, ["shell", "-c", "print('it''s')"])],
     "colours.celery_restart_script": lambda s: [colours.celery_restart_script(s)] if s.celery else [],
     "envfile.hook_script": lambda s: [envfile.hook_script(s, RELEASE, "before_migrate", "./manage.py check --deploy")],
@@ -121,9 +125,9 @@ def test_script_passes_shellcheck(name, site):
         assert shellcheck(script) == "", f"{script.name}:\n{script.text}\n{shellcheck(script)}"
 
 
-@pytest.mark.parametrize("site", [PLAIN, FULL], ids=["plain", "full"])
+@pytest.mark.parametrize("site", [PLAIN, FULL, REST, SFTP], ids=["plain", "full", "rest", "sftp"])
 def test_every_provision_operation_passes_shellcheck(site):
-    plan = host_plan(site, Facts(user="root", caddyfile=":80 {\n}\n"))
+    plan = host_plan(site, Facts(user="root", caddyfile=":80 {\n}\n"), offsite_credentials="AWS_DEFAULT_REGION=x\n" if site is REST else "")
     problems = {}
     for op in plan:
         for script in (check_script(op), apply_script(op)):
@@ -144,10 +148,11 @@ def test_every_root_command_a_task_sends_is_in_sudoers():
                         assert command in allowed, f"{name}: {command}"
 
 
+@pytest.mark.parametrize("site", [FULL, REST, SFTP], ids=["target", "rest", "sftp"])
 @pytest.mark.parametrize("name", ["alert.sh.j2", "offsite.sh.j2"])  # backup.sh.j2: through backup.db_script above
-def test_shell_templates_pass_shellcheck(name):
+def test_shell_templates_pass_shellcheck(name, site):
     from sum_tasks.commands import templating
 
-    text = templating.render(name, offsite.script_context(FULL))
+    text = templating.render(name, offsite.script_context(site))
     script = Script(name, text, shell="bash" if text.startswith("#!/bin/bash") else "sh")
     assert shellcheck(script) == "", f"{text}\n{shellcheck(script)}"

@@ -6,4 +6,5 @@ app_name = "notes"
 
 urlpatterns = [
     path("", views.index, name="index"),
+    path("inventory/", views.inventory, name="inventory"),
 ]
