@@ -91,7 +91,8 @@ def test_site_backup_and_restore(host_factory, tmp_path):
     for path in (f"{REPO}/config", f"{ROOT}/backups/.site.restic-password"):
         assert as_app(site, gunicorn, f"cat {path}").returncode != 0, path
     # The planted link is kept as a link: the snapshot holds no byte of /etc/shadow.
-    site.ssh(f"restic -r {REPO} -p {ROOT}/backups/.site.restic-password --no-cache restore latest --target /root/snap >/dev/null")
+    snapshot = re.search(r"snapshot=([0-9a-f]+)", site.ssh(f"cat {ROOT}/backups/{name}.media").stdout).group(1)
+    site.ssh(f"restic -r {REPO} -p {ROOT}/backups/.site.restic-password --no-cache restore {snapshot} --target /root/snap >/dev/null")
     assert site.ssh("readlink /root/snap/media/docs/shadow.txt").stdout.strip() == "/etc/shadow"
     assert site.ssh("grep -rlF \"$(head -c 20 /etc/shadow)\" /root/snap", check=False).stdout == ""
     assert site.ssh(f"cd /root/snap/backups && sha256sum -c {name}.sha256").returncode == 0
