@@ -22,6 +22,15 @@ OFFSITE = "/srv/sum/acme/backups/.offsite"
 CREDENTIALS = "/etc/sum/sum-acme-offsite.env"
 
 
+def released_with_photos(client, site) -> None:
+    """Release v1, give the app 10 MB of photos, take a site backup, and start sampling argv for secrets."""
+    client.fab("-H", "deploy@vps", "release", "--ref", "v1")
+    site.ssh("cd /srv/sum/acme/media && runuser -u sum-acme -- sh -c 'mkdir -p photos; "
+             "for i in $(seq 100); do head -c 100000 /dev/urandom > photos/$i.bin; done'")
+    client.fab("-H", "deploy@vps", "db.backup")
+    site.ssh(SAMPLER)
+
+
 def status_field(line: str, name: str) -> str:
     return re.search(rf"\b{name}=(\S*)", line).group(1)
 
@@ -62,11 +71,7 @@ def test_a_rest_repository_with_credentials_from_the_env_file(host_factory, tmp_
     refused_key = client.fab("-H", "deploy@vps", "offsite.key", check=False)
     assert refused_key.returncode == 2 and "not reached over SSH" in refused_key.stderr, refused_key
 
-    client.fab("-H", "deploy@vps", "release", "--ref", "v1")
-    site.ssh("cd /srv/sum/acme/media && runuser -u sum-acme -- sh -c 'mkdir -p photos; "
-             "for i in $(seq 100); do head -c 100000 /dev/urandom > photos/$i.bin; done'")
-    client.fab("-H", "deploy@vps", "db.backup")
-    site.ssh(SAMPLER)
+    released_with_photos(client, site)
     first = client.fab("-H", "deploy@vps", "offsite.copy").stdout
     first_added = int(backup.ssh("du -sb /srv/restic/acme").stdout.split()[0])
     assert first_added > 9_000_000 and "snapshot " in first, first
@@ -161,11 +166,7 @@ def test_an_s3_repository_served_by_moto(host_factory, tmp_path):
         provisioned = client.fab("provision")
         assert site.ssh(f"cat {CREDENTIALS}").stdout == \
             f"AWS_ACCESS_KEY_ID=AKIAACMEEXAMPLE\nAWS_SECRET_ACCESS_KEY={secret_key}\nAWS_DEFAULT_REGION=us-east-1\n"
-        client.fab("-H", "deploy@vps", "release", "--ref", "v1")
-        site.ssh("cd /srv/sum/acme/media && runuser -u sum-acme -- sh -c 'mkdir -p photos; "
-                 "for i in $(seq 100); do head -c 100000 /dev/urandom > photos/$i.bin; done'")
-        client.fab("-H", "deploy@vps", "db.backup")
-        site.ssh(SAMPLER)
+        released_with_photos(client, site)
         first = client.fab("-H", "deploy@vps", "offsite.copy").stdout
         first_added = bucket_bytes()
         site.ssh("cd /srv/sum/acme/media && runuser -u sum-acme -- sh -c 'head -c 100000 /dev/urandom > photos/1.bin'")
