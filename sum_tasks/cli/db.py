@@ -217,7 +217,7 @@ def list_(c: Context, verify: bool = False) -> None:
             if why:
                 bad.append(f"the site repository ({why})")
             else:
-                report.print(f"  site repository: all data re-read, {len(ids)} snapshots, matches")
+                report.print(f"  site repository: all data re-read, {len(ids)} snapshot{'' if len(ids) == 1 else 's'}, matches")
         if bad:
             raise Exit(f"checksum mismatch: {', '.join(bad)}", code=1)
 

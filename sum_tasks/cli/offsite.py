@@ -111,7 +111,7 @@ def snapshots(c: Context) -> None:
     for conn, site, report in offsite_targets(c, "offsite.snapshots"):
         with report.step("read the off-site repository") as step:
             found = offsite.parse_snapshots(run(conn, offsite.snapshots_script(site), hint="see `fab logs --service offsite`").stdout)
-            step.note(f"{len(found)} snapshots")
+            step.note(f"{len(found)} snapshot{'' if len(found) == 1 else 's'}")
         for snap in found:
             print(f"  {snap.id[:8]}  {snap.time}  {snap.dump}")
         report.summary()

@@ -292,6 +292,28 @@ def test_an_unhealthy_app_after_the_switch_gets_the_old_database_back(site):
     assert site.live_colours() == colours
 
 
+def test_an_autovacuum_worker_in_the_restored_copy_does_not_keep_it(site):
+    # A freshly loaded copy draws autovacuum. The site's role may not end that worker (it is nobody's session), so a
+    # drop that asks PostgreSQL to end every session failed and left the copy behind; PostgreSQL ends the worker itself
+    # when the drop does not ask.
+    postgres = "runuser -u postgres -- psql -X -q -At -v ON_ERROR_STOP=1"
+    site.host.ssh("sudo -n /usr/bin/systemctl start sum-acme-restoredb-create.service", user="deploy")
+    site.psql("CREATE TABLE churn (id int, pad text) WITH (autovacuum_vacuum_cost_delay = 100, autovacuum_vacuum_cost_limit = 1, "
+              "autovacuum_vacuum_threshold = 0, autovacuum_vacuum_scale_factor = 0);"
+              "INSERT INTO churn SELECT g, repeat('x', 200) FROM generate_series(1, 200000) g; DELETE FROM churn;", COPY)
+    site.host.ssh(f"{postgres} -c 'ALTER SYSTEM SET autovacuum_naptime = 1' -c 'SELECT pg_reload_conf()'")
+    try:
+        worker = f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{COPY}' AND backend_type = 'autovacuum worker'"
+        deadline = time.monotonic() + 90
+        while site.host.ssh(f"{postgres} -c {shlex.quote(worker)}").stdout.strip() == "0":
+            assert time.monotonic() < deadline, "no autovacuum worker came to the restored copy"
+            time.sleep(0.2)
+        site.host.ssh(f"{SCRIPT} discard", user="deploy")
+    finally:
+        site.host.ssh(f"{postgres} -c 'ALTER SYSTEM RESET autovacuum_naptime' -c 'SELECT pg_reload_conf()'")
+    assert COPY not in site.databases()
+
+
 def test_refusals(site):
     missing = site.fab("db.restore", "--file", "x.sql.gz", check=False)
     assert missing.returncode == 2 and "add --i-know-this-will-overwrite" in missing.stderr and "[" not in missing.stdout
