@@ -462,24 +462,31 @@ def rehearsal_steps(report: Report, site: Site, result: Result) -> None:
             info = first(out, "VERIFIED")
             if info is None:
                 raise StepError(f"refused: {why}; nothing was touched", "pick another backup with `fab db.list`")
-            step.note(f"{format_size(int(info['size']))} in {info['seconds']}s, {verified_text(info)}")
-        with report.step(f"create scratch database {scratch}"):
-            if first(out, "SCRATCH") is None:
+            step.took(info.get("seconds"))
+            step.note(f"{format_size(int(info['size']))}, {verified_text(info)}")
+        with report.step(f"create scratch database {scratch}") as step:
+            made = first(out, "SCRATCH")
+            if made is None:
                 raise StepError(why, f"look at `journalctl -u {site.paths.scratch_create}` on the host; is the host provisioned with this version?")
+            step.took(made.get("seconds"))
         with report.step("restore into the scratch database") as step:
             restored = first(out, "RESTORED")
             if restored is None:
                 raise StepError(why, "this backup would not restore: take a new one with `fab db.backup`")
-            step.note(f"in {restored.get('seconds', '?')}s")
+            step.took(restored.get("seconds"))
+            step.note("one transaction")
         with report.step("tables and row counts") as step:
-            if first(out, "COUNTED") is None:
+            counted = first(out, "COUNTED")
+            if counted is None:
                 raise StepError(why)
+            step.took(counted.get("seconds"))
             notes, differences = compare_counts(parse_counts(parts.get("live", "")), parse_counts(parts.get("copy", "")))
             step.note("; ".join(notes))
             if differences:
                 step.warn(f"differs from the live database now (it may have changed since the backup): {'; '.join(differences[:10])}")
         with report.step("migrate --check") as step:
             ok, text = migrate_verdict(parts.get("migrate", ""))
+            step.took((first(parts.get("migrate", ""), "MIGRATE") or {}).get("seconds"))
             if not ok:
                 raise StepError(f"manage.py migrate --check against the restored copy failed:\n{text}")
             if first(out, "REHEARSED") is None:
@@ -487,9 +494,11 @@ def rehearsal_steps(report: Report, site: Site, result: Result) -> None:
             step.note(text)
     finally:
         if "scratch" in parts:
-            with report.step(f"drop scratch database {scratch}"):
-                if first(out, "DROPPED") is None:
+            with report.step(f"drop scratch database {scratch}") as step:
+                dropped = first(out, "DROPPED")
+                if dropped is None:
                     raise StepError(why, f"look at `journalctl -u {site.paths.scratch_drop}` on the host")
+                step.took(dropped.get("seconds"))
 
 
 @task(help={"file": "the backup to rehearse (name, server path or local file); default: the newest verified backup"})

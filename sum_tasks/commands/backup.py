@@ -10,11 +10,11 @@ installs the same script for the nightly timer. The protocol between it and Pyth
   ``BACKUP file= size= sha256= format= dump_seconds= verify_seconds=``;
   ``VERIFIED format= size= sha256= seconds=``; ``RESTORED db= seconds=``; ``PRUNED <name>``;
   ``STOPPED <unit>``, ``STARTED <unit>``, ``START_FAILED <unit>``; ``WAITING <lock>`` (another backup holds it);
-  ``MIGRATE rc= verdict=ok|pending|failed pending=`` (or ``MIGRATE verdict=skipped``), after the ``@@migrate`` section
+  ``MIGRATE rc= verdict=ok|pending|failed pending= seconds=`` (or ``MIGRATE verdict=skipped seconds=``), after the ``@@migrate`` section
   holding what manage.py said.
 - ``rehearse FILE`` prints ``VERIFIED``, ``SCRATCH db= seconds=`` (made), ``RESTORED``, ``COUNTED tables= rows= differing=
   seconds=``, the ``@@live`` and ``@@copy`` counts, ``@@migrate`` and ``MIGRATE``, ``REHEARSED file= seconds=`` once all
-  passed; then, whatever happened once the scratch database was asked for, ``@@scratch`` and ``DROPPED db=`` (or
+  passed; then, whatever happened once the scratch database was asked for, ``@@scratch`` and ``DROPPED db= seconds=`` (or
   ``DROP_FAILED db=``). The first record missing names the step that failed.
   ``SWITCHED live= kept= copy=``, ``HEALTHY <unit>``, ``DOWN seconds= stop= rename= [media=] start= health=``, ``SWITCHED_BACK live=`` (``switch``);
   ``SAFETY_DROPPED <db>``, ``SAFETY_KEPT <db> (why)`` (a backup of the live database, about the one a restore replaced).

@@ -41,6 +41,13 @@ class Step:
     name: str
     status: str = "ok"
     notes: list[str] = field(default_factory=list)
+    seconds: float | None = None
+
+    def took(self, seconds: str | float | None) -> None:
+        """The step's own duration, measured where it ran: a part of one remote script, reported after the script ended,
+        took this long there, not the instant its report takes here (None: a script from before it said so)."""
+        if seconds is not None:
+            self.seconds = float(seconds)
 
     def changed(self, note: str = "") -> None:
         self.status = "changed"
@@ -109,7 +116,8 @@ class Report:
 
     def _line(self, step: Step, started: float) -> None:
         notes = f"  {'; '.join(step.notes)}" if step.notes else ""
-        self.print(f"  {step.status:<12} {step.name} ({time.monotonic() - started:.2f}s){notes}")
+        seconds = time.monotonic() - started if step.seconds is None else step.seconds
+        self.print(f"  {step.status:<12} {step.name} ({seconds:.2f}s){notes}")
 
     def count(self, status: str) -> int:
         return sum(1 for s in self.steps if s.status == status)

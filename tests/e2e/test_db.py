@@ -365,6 +365,13 @@ def test_rehearse_good_and_broken(site):
     good = site.fab("db.rehearse").stdout
     assert re.search(r"rehearsal of acme_db_\S+ passed", good)
     assert "the same tables and row counts as the live database" in good and "no unapplied migrations" in good
+    # Each part shows the time it took on the host, and together they fit in the one remote run that did them all.
+    took = {name: float(s) for name, s in re.findall(r"^  ok\s+(.+?) \((\d+\.\d+)s\)", good, re.MULTILINE)}
+    whole = next(v for k, v in took.items() if k.startswith("rehearse acme_db_"))
+    parts = [took[k] for k in ("verify", "create scratch database rehearse-acme", "restore into the scratch database",
+                               "tables and row counts", "migrate --check", "drop scratch database rehearse-acme")]
+    assert took["restore into the scratch database"] >= 0.05 and took["migrate --check"] >= 0.2, good
+    assert sum(parts) <= whole + 0.2, good
     broken = site.fab("db.rehearse", "--file", "sqlerror.sql.gz", check=False)
     assert broken.returncode != 0 and "failed and was rolled back" in broken.stderr
     assert "drop scratch database" in broken.stdout

@@ -860,17 +860,22 @@ def test_rehearse_restores_into_the_scratch_database_checks_it_and_drops_it(host
     tags = [t for t, _ in db.records(out.stdout)]
     assert tags == ["VERIFIED", "SCRATCH", "RESTORED", "COUNTED", "MIGRATE", "REHEARSED", "DROPPED"], out.stdout
     assert db.first(out.stdout, "COUNTED") | {"seconds": ""} == {"tables": "2", "rows": "501", "differing": "1", "seconds": ""}
-    assert db.first(out.stdout, "MIGRATE") == {"rc": "0", "verdict": "ok", "pending": "0"}
+    assert db.first(out.stdout, "MIGRATE") | {"seconds": ""} == {"rc": "0", "verdict": "ok", "pending": "0", "seconds": ""}
     report, failure = rendered(site, out)
     assert failure == "" and "2 tables, 501 rows" in report and "public.notes_note: 498 restored, 500 live" in report
     assert "no unapplied migrations" in report and "drop scratch database rehearse-acme_kitchens" in report
+    # Each step shows how long its part took on the host, not how long its report took here.
+    for tag, step in [("VERIFIED", "verify"), ("SCRATCH", "create scratch database rehearse-acme_kitchens"),
+                      ("RESTORED", "restore into the scratch database"), ("COUNTED", "tables and row counts"),
+                      ("MIGRATE", "migrate --check"), ("DROPPED", "drop scratch database rehearse-acme_kitchens")]:
+        assert f" {step} ({float(db.first(out.stdout, tag)['seconds']):.2f}s)" in report, (tag, report)
 
 
 def test_rehearse_counts_migrations_a_backup_predates_and_passes(host, site):
     good = rehearsal_host(host, migrate=MIGRATE_PENDING, migrate_rc=1)
     out = host.run("rehearse", str(good))
     assert out.returncode == 0, out.stderr
-    assert db.first(out.stdout, "MIGRATE") == {"rc": "1", "verdict": "pending", "pending": "2"}
+    assert db.first(out.stdout, "MIGRATE") | {"seconds": ""} == {"rc": "1", "verdict": "pending", "pending": "2", "seconds": ""}
     report, failure = rendered(site, out)
     assert not failure and "2 migrations not applied in this backup" in report and "notes.0002_note_pinned, notes.0003_x" in report
 
@@ -892,7 +897,7 @@ def test_a_failed_rehearsal_drops_the_scratch_database_and_names_its_step(host, 
     out = host.run("rehearse", str(good))
     assert out.returncode != 0 and reason in out.stdout + out.stderr, (out.stdout, out.stderr)
     assert (host.stub / "sudo.log").read_text().splitlines() == [CREATE, DROP]
-    assert db.first(out.stdout, "DROPPED") == {"db": "rehearse-acme_kitchens"} and db.first(out.stdout, "REHEARSED") is None
+    assert db.first(out.stdout, "DROPPED")["db"] == "rehearse-acme_kitchens" and db.first(out.stdout, "REHEARSED") is None
     report, failure = rendered(site, out)
     assert f"at step '{step}'" in failure and reason in failure, failure
     assert "drop scratch database rehearse-acme_kitchens" in report

@@ -32,7 +32,7 @@ PASSED = textwrap.dedent("""\
     @@scratch
     DROPPED db=rehearse-acme
 """)
-RESTORE_FAILED = "VERIFIED format=gzip size=1 sha256=abc seconds=0.01\nSCRATCH db=rehearse-acme seconds=0.2\n@@scratch\nDROPPED db=rehearse-acme\n"
+RESTORE_FAILED = "VERIFIED format=gzip size=1 sha256=abc seconds=0.01\nSCRATCH db=rehearse-acme seconds=0.2\n@@scratch\nDROPPED db=rehearse-acme seconds=0.3\n"
 ROLLED_BACK = "sum-db: restore into rehearse-acme failed and was rolled back, the database is as it was: ERROR:  syntax error\n"
 
 RESTIC = """\
