@@ -21,6 +21,8 @@ from .state import state_from
 STATUSES = ("ok", "warn", "fail")
 TLS_WARN_DAYS = 14
 TLS_FAIL_DAYS = 3
+# A passed rehearsal older than this means the timer stopped rehearsing: two monthly runs (the default) missed.
+REHEARSAL_WARN_DAYS = 62
 DISK_MARGIN = 1.5
 DISK_WARN_FACTOR = 3
 CADDY_ROOT_CA = "/var/lib/caddy/.local/share/caddy/pki/authorities/local/root.crt"
@@ -272,7 +274,8 @@ def check_offsite(site: Site, text: str, now: int) -> Check | None:
 
 
 def check_rehearsal(site: Site, text: str, now: int) -> Check | None:
-    """With `sum.offsite`, the last rehearsal from the off-site copy: a failed one fails, none yet is a warning."""
+    """With `sum.offsite`, the last rehearsal from the off-site copy: a failed one fails, none yet (or none passed in
+    `REHEARSAL_WARN_DAYS`) is a warning."""
     if not site.offsite.enabled:
         return None
     last = offsite.parse_rehearsal(text)
@@ -281,6 +284,9 @@ def check_rehearsal(site: Site, text: str, now: int) -> Check | None:
                      f"sum.offsite.rehearse ({site.offsite.rehearse}); `fab offsite.rehearse` runs one now")
     if not last.passed:
         return Check("rehearsal", "fail", f"{last.describe(now)}; see `fab logs --service offsite`, then `fab offsite.rehearse`")
+    if now - last.at > REHEARSAL_WARN_DAYS * 86400:
+        return Check("rehearsal", "warn", f"{last.describe(now)}: none in {REHEARSAL_WARN_DAYS} days, is "
+                     f"{site.paths.offsite_rehearse_timer} running? `fab offsite.rehearse` runs one now")
     return Check("rehearsal", "ok", last.describe(now))
 
 

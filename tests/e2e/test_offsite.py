@@ -117,6 +117,13 @@ def test_offsite_copies_are_encrypted_append_only_and_restorable(host_factory, t
     assert re.search(r"^  ok\s+rehearsal\s+passed \d+s ago: acme_db_\S+ of snapshot [0-9a-f]{8}, \d+ tables, [\d,]+ rows, "
                      r"migrate --check ok", checks, re.MULTILINE), checks
     print(f"rehearsal from the off-site copy by its unit: {took:.1f}s, {waited:.1f}s of them waiting for the lock")
+    # The same pass 63 days old (two monthly runs missed: the timer has stopped): check warns, naming the timer.
+    at = int(status_field(by_timer, "at"))
+    site.ssh(f"cat > {REHEARSAL}", user="deploy", input=by_timer.replace(f"at={at} ", f"at={at - 63 * 86400} "))
+    stale = client.fab("check", check=False).stdout
+    assert re.search(r"^  warn\s+rehearsal\s+passed 63d .*: none in 62 days, is sum-acme-offsite-rehearse.timer running\?", stale,
+                     re.MULTILINE), stale
+    site.ssh(f"cat > {REHEARSAL}", user="deploy", input=by_timer)
 
     # Broken for real: for one run the deploy user cannot read the repository's password, so not the repository. The unit
     # fails, the webhook hears which, and check fails naming the step and the reason.

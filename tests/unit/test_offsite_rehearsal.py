@@ -133,6 +133,10 @@ def test_a_rehearsal_fetches_the_dump_rehearses_it_under_the_lock_and_records_th
     assert check.check_rehearsal(host.site, host.status_text(), status.at + 3600) == check.Check(
         "rehearsal", "ok", f"passed 1h 00m ago: {DUMP} of snapshot 1a2b3c4d, 12 tables, 5,012 rows, migrate --check ok, "
         f"{status.fields['seconds']}s")
+    # A timer that stopped rehearsing is noticed: the same pass, 63 days on, warns.
+    stale = check.check_rehearsal(host.site, host.status_text(), status.at + 63 * 86400)
+    assert stale.status == "warn" and "none in 62 days, is sum-acme-offsite-rehearse.timer running?" in stale.detail, stale
+    assert check.check_rehearsal(host.site, host.status_text(), status.at + 61 * 86400).status == "ok"
 
 
 def test_a_failed_restore_is_recorded_with_its_step_and_reason(host):
