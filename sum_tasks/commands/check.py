@@ -241,14 +241,17 @@ def tls_status(seconds: float) -> str:
     return "fail" if days < TLS_FAIL_DAYS else "warn" if days < TLS_WARN_DAYS else "ok"
 
 
-def check_backup(site: Site, now: int, entries: list[backups.Entry], media: dict[str, backups.Media]) -> Check:
+def check_backup(site: Site, now: int, entries: list[backups.Entry], media: dict[str, backups.Media],
+                 safety: backups.SafetyDb | None = None) -> Check:
     """The newest verified site backup (a dump with its media snapshot): none, or one older than `sum.backups.max_age_hours`,
-    is a failure. A database-only dump (a release's, a restore's safety dump) does not count: it holds no media."""
+    is a failure. A database-only dump (a release's, a restore's safety dump) does not count: it holds no media. The
+    database the last restore replaced, while it is kept, is named (it takes disk until the next good backup)."""
+    kept = f"; {safety.describe()}" if safety else ""
     entry = backups.newest_verified(site, [e for e in entries if e.name in media])
     if entry is None:
-        return Check("backup", "fail", f"no verified site backup (database and media) in {site.paths.backups}: run `fab db.backup`")
+        return Check("backup", "fail", f"no verified site backup (database and media) in {site.paths.backups}: run `fab db.backup`{kept}")
     age = now - backups.entry_time(site, entry)
-    detail = f"{entry.name}, {backups.format_size(entry.size)} {media[entry.name].describe()}, {backups.format_age(age)} old"
+    detail = f"{entry.name}, {backups.format_size(entry.size)} {media[entry.name].describe()}, {backups.format_age(age)} old{kept}"
     limit = site.backups.max_age_hours
     if age > limit * 3600:
         return Check("backup", "fail", f"{detail}: older than sum.backups.max_age_hours ({limit}h); see `fab logs --service backup`, "
@@ -341,7 +344,7 @@ def judge(site: Site, output: str) -> list[Check]:
     tls = check_tls(site, parts.get("tls", ""), parts.get("tls_ca", ""), now)
     if tls:
         checks.append(tls)
-    checks += [check_backup(site, now, entries, backups.parse_media(output)), check_timer(service, timer)]
+    checks += [check_backup(site, now, entries, backups.parse_media(output), backups.parse_safety(output)), check_timer(service, timer)]
     checks += [c for c in (check_offsite(site, parts.get("offsite", ""), now), check_rehearsal(site, parts.get("rehearsal", ""), now)) if c]
     return checks + check_schedules(site, output)
 

@@ -257,13 +257,16 @@ def test_db_list_shows_the_safety_database_and_the_next_good_backup_drops_it(sit
     assert KEPT in site.databases()
     assert re.search(rf"safety database {KEPT}, [\d.]+ [KM]B: replaced by db.restore at \S+ \S+Z; the next good backup drops it",
                      site.fab("db.list").stdout)
+    checked = site.fab("check", check=False).stdout
+    assert re.search(rf"^  \w+\s+backup\s+acme_db_.*; safety database {KEPT}, [\d.]+ [KM]B: replaced by db.restore at .*; "
+                     "the next good backup drops it$", checked, re.MULTILINE), checked
     # A dump of it (db.restore's safety backup) keeps it; the nightly backup of the live database drops it, once verified.
     site.host.ssh(f"{SCRIPT} backup --db {KEPT} --label pre-restore --keep 0", user="deploy")
     assert KEPT in site.databases()
     site.host.ssh("sudo -n /usr/bin/systemctl start sum-acme-backup.service", user="deploy")
     assert KEPT not in site.databases()
     assert f"SAFETY_DROPPED {KEPT}" in site.host.ssh("journalctl -u sum-acme-backup.service -o cat --no-pager").stdout
-    assert "safety database" not in site.fab("db.list").stdout
+    assert "safety database" not in site.fab("db.list").stdout and "safety database" not in site.fab("check", check=False).stdout
 
 
 def test_an_unhealthy_app_after_the_switch_gets_the_old_database_back(site):

@@ -244,6 +244,12 @@ def test_backup_age(site, site_config):
     assert check.check_backup(site, NOW, [], media).detail.startswith("no verified site backup")
     # A database-only dump (no media snapshot) is no site backup.
     assert check.check_backup(site, NOW, [entry], {}).status == "fail"
+    # The database the last restore replaced is named while it is kept, whatever the verdict.
+    kept = db.SafetyDb("acme-before-restore", 9_400_000, "sum_tasks: replaced by db.restore at 2026-12-01 10:00:00Z")
+    shown = check.check_backup(site, NOW, [entry], media, kept)
+    assert shown.status == "ok" and shown.detail.endswith("; safety database acme-before-restore, 9.4 MB: replaced by db.restore "
+                                                          "at 2026-12-01 10:00:00Z; the next good backup drops it"), shown
+    assert "safety database acme-before-restore" in check.check_backup(site, NOW, [], media, kept).detail
 
 
 def test_backup_timer(site):
